@@ -1,0 +1,4 @@
+from bopkd.cli import main
+
+if __name__ == "__main__":
+    main()
