@@ -1,0 +1,1 @@
+"""Evaluation: BOP result files, pose errors and BOP scores."""
