@@ -4,4 +4,15 @@ from bopkd.data.dataset import BopDataset
 from bopkd.data.records import Camera, GTInfo, GTInstance, ObjectInfo, ObjectModel, Target
 from bopkd.data.registry import REGISTRY, DatasetSpec, get_spec
 
-__all__ = ["REGISTRY", "BopDataset", "Camera", "DatasetSpec", "GTInfo", "GTInstance", "ObjectInfo", "ObjectModel", "Target", "get_spec"]
+__all__ = [
+    "REGISTRY",
+    "BopDataset",
+    "Camera",
+    "DatasetSpec",
+    "GTInfo",
+    "GTInstance",
+    "ObjectInfo",
+    "ObjectModel",
+    "Target",
+    "get_spec",
+]

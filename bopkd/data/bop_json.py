@@ -59,10 +59,19 @@ def load_camera(path: str | Path) -> Camera:
     path = Path(path)
     d = load_json(path)
     K = np.array(
-        [[_field(path, d, "fx"), 0.0, _field(path, d, "cx")], [0.0, _field(path, d, "fy"), _field(path, d, "cy")], [0, 0, 1]],
+        [
+            [_field(path, d, "fx"), 0.0, _field(path, d, "cx")],
+            [0.0, _field(path, d, "fy"), _field(path, d, "cy")],
+            [0, 0, 1],
+        ],
         dtype=np.float64,
     )
-    return Camera(K=K, width=int(d.get("width", 0)), height=int(d.get("height", 0)), depth_scale=float(d.get("depth_scale", 1.0)))
+    return Camera(
+        K=K,
+        width=int(d.get("width", 0)),
+        height=int(d.get("height", 0)),
+        depth_scale=float(d.get("depth_scale", 1.0)),
+    )
 
 
 def save_camera(path: str | Path, cam: Camera) -> None:
@@ -134,7 +143,11 @@ def save_scene_gt(path: str | Path, gts: dict[int, list[GTInstance]]) -> None:
     out = {}
     for im_id in sorted(gts):
         out[str(im_id)] = [
-            {"cam_R_m2c": g.R.reshape(-1).tolist(), "cam_t_m2c": g.t.reshape(-1).tolist(), "obj_id": int(g.obj_id)}
+            {
+                "cam_R_m2c": g.R.reshape(-1).tolist(),
+                "cam_t_m2c": g.t.reshape(-1).tolist(),
+                "obj_id": int(g.obj_id),
+            }
             for g in gts[im_id]
         ]
     save_json(path, out)
@@ -189,13 +202,22 @@ def load_models_info(path: str | Path) -> dict[int, ObjectInfo]:
         out[int(k)] = ObjectInfo(
             obj_id=int(k),
             diameter=float(_field(path, e, "diameter")),
-            min_xyz=np.array([_field(path, e, "min_x"), _field(path, e, "min_y"), _field(path, e, "min_z")], dtype=np.float64),
-            size_xyz=np.array(
-                [_field(path, e, "size_x"), _field(path, e, "size_y"), _field(path, e, "size_z")], dtype=np.float64
+            min_xyz=np.array(
+                [_field(path, e, "min_x"), _field(path, e, "min_y"), _field(path, e, "min_z")],
+                dtype=np.float64,
             ),
-            symmetries_discrete=[np.asarray(s, dtype=np.float64).reshape(4, 4) for s in e.get("symmetries_discrete", [])],
+            size_xyz=np.array(
+                [_field(path, e, "size_x"), _field(path, e, "size_y"), _field(path, e, "size_z")],
+                dtype=np.float64,
+            ),
+            symmetries_discrete=[
+                np.asarray(s, dtype=np.float64).reshape(4, 4) for s in e.get("symmetries_discrete", [])
+            ],
             symmetries_continuous=[
-                {"axis": np.asarray(s["axis"], dtype=np.float64), "offset": np.asarray(s["offset"], dtype=np.float64)}
+                {
+                    "axis": np.asarray(s["axis"], dtype=np.float64),
+                    "offset": np.asarray(s["offset"], dtype=np.float64),
+                }
                 for s in e.get("symmetries_continuous", [])
             ],
         )

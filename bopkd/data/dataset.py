@@ -27,7 +27,13 @@ from bopkd.data.records import Camera, GTInfo, GTInstance, ObjectInfo, ObjectMod
 from bopkd.data.registry import DatasetSpec, get_spec
 from bopkd.errors import BopkdError, MissingFileError
 
-_SPLIT_PART = {"test": "test_bop19", "train_pbr": "train_pbr", "train": "train", "models": "models", "base": "base"}
+_SPLIT_PART = {
+    "test": "test_bop19",
+    "train_pbr": "train_pbr",
+    "train": "train",
+    "models": "models",
+    "base": "base",
+}
 
 
 class BopDataset:
@@ -109,7 +115,9 @@ class BopDataset:
 
     def splits(self) -> list[str]:
         """Split folders present on disk (``test``, ``train_pbr`` ...)."""
-        return sorted(p.name for p in self.path.iterdir() if p.is_dir() and p.name.startswith(("train", "test", "val")))
+        return sorted(
+            p.name for p in self.path.iterdir() if p.is_dir() and p.name.startswith(("train", "test", "val"))
+        )
 
     def split_dir(self, split: str) -> Path:
         return self.path / split
@@ -175,7 +183,9 @@ class BopDataset:
     def depth(self, split: str, scene_id: int, im_id: int) -> np.ndarray:
         """(H, W) float64 depth in mm (stored value times the image's ``depth_scale``)."""
         scale = self.scene_camera(split, scene_id)[im_id].depth_scale
-        return load_depth(self._need(self.depth_path(split, scene_id, im_id), _SPLIT_PART.get(split, split)), scale)
+        return load_depth(
+            self._need(self.depth_path(split, scene_id, im_id), _SPLIT_PART.get(split, split)), scale
+        )
 
     def mask(self, split: str, scene_id: int, im_id: int, gt_id: int, visib: bool = True) -> np.ndarray:
         """(H, W) bool mask of GT instance ``gt_id`` (visible part when ``visib``)."""

@@ -24,7 +24,9 @@ def _write(path: Path, im: np.ndarray, params: list[int] | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     if not cv2.imwrite(str(tmp), im, params or []):
-        raise BopkdError(f"{path}: could not write the image; check the folder is writable and the disk has room")
+        raise BopkdError(
+            f"{path}: could not write the image; check the folder is writable and the disk has room"
+        )
     tmp.replace(path)
 
 
@@ -51,7 +53,9 @@ def save_depth(path: str | Path, depth_mm: np.ndarray, depth_scale: float = 1.0)
     """Write depth (mm) as a uint16 PNG storing ``round(depth / depth_scale)``."""
     d = np.round(np.asarray(depth_mm, dtype=np.float64) / float(depth_scale))
     if d.size and d.max() > 65535:
-        raise BopkdError(f"{path}: depth exceeds the uint16 range at depth_scale {depth_scale}; use a larger scale")
+        raise BopkdError(
+            f"{path}: depth exceeds the uint16 range at depth_scale {depth_scale}; use a larger scale"
+        )
     _write(Path(path), d.astype(np.uint16))
 
 

@@ -24,7 +24,9 @@ def load_ply(path: str | Path) -> ObjectModel:
     mesh = o3d.io.read_triangle_mesh(str(path))
     pts = np.asarray(mesh.vertices, dtype=np.float64)
     if pts.size == 0:
-        raise BopkdError(f"{path}: no vertices could be read; the PLY file is empty or broken, download it again")
+        raise BopkdError(
+            f"{path}: no vertices could be read; the PLY file is empty or broken, download it again"
+        )
     faces = np.asarray(mesh.triangles, dtype=np.int64).reshape(-1, 3)
     normals = np.asarray(mesh.vertex_normals, dtype=np.float64) if mesh.has_vertex_normals() else None
     colors = None
@@ -56,5 +58,7 @@ def save_ply(path: str | Path, model: ObjectModel, ascii: bool = False) -> None:
     )
     if not ok:
         tmp.unlink(missing_ok=True)
-        raise BopkdError(f"{path}: could not write the PLY file; check the folder is writable and the disk has room")
+        raise BopkdError(
+            f"{path}: could not write the PLY file; check the folder is writable and the disk has room"
+        )
     tmp.replace(path)

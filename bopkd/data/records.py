@@ -143,7 +143,9 @@ class ObjectInfo:
             "size_z": float(self.size_xyz[2]),
         }
         if self.symmetries_discrete:
-            d["symmetries_discrete"] = [np.asarray(s, dtype=float).reshape(-1).tolist() for s in self.symmetries_discrete]
+            d["symmetries_discrete"] = [
+                np.asarray(s, dtype=float).reshape(-1).tolist() for s in self.symmetries_discrete
+            ]
         if self.symmetries_continuous:
             d["symmetries_continuous"] = [
                 {"axis": [float(v) for v in s["axis"]], "offset": [float(v) for v in s["offset"]]}

@@ -234,11 +234,22 @@ def describe_folder(folder: Path) -> DatasetSpec:
     from bopkd.data.bop_json import load_camera, load_models_info
 
     cam = load_camera(folder / "camera.json")
-    info_path = next((folder / m / "models_info.json" for m in ("models_eval", "models") if (folder / m / "models_info.json").is_file()), None)
+    info_path = next(
+        (
+            folder / m / "models_info.json"
+            for m in ("models_eval", "models")
+            if (folder / m / "models_info.json").is_file()
+        ),
+        None,
+    )
     if info_path is None:
         raise BopkdError(f"{folder}: no models/models_info.json; this folder is not a BOP dataset")
     infos = load_models_info(info_path)
-    splits = tuple(sorted(p.name for p in folder.iterdir() if p.is_dir() and (p.name.startswith(("train", "test", "val")))))
+    splits = tuple(
+        sorted(
+            p.name for p in folder.iterdir() if p.is_dir() and (p.name.startswith(("train", "test", "val")))
+        )
+    )
     test_split = "test" if "test" in splits else next((s for s in splits if s.startswith("test")), "test")
     scenes = (
         tuple(sorted(int(p.name) for p in (folder / test_split).iterdir() if p.name.isdigit()))

@@ -111,9 +111,10 @@ class Renderer:
         for obj_id, R, t in instances:
             pts, _ = self._meshes[int(obj_id)]
             posed.append(
-                (pts.astype(np.float64) @ np.asarray(R, np.float64).T + np.asarray(t, np.float64).reshape(1, 3)).astype(
-                    np.float32
-                )
+                (
+                    pts.astype(np.float64) @ np.asarray(R, np.float64).T
+                    + np.asarray(t, np.float64).reshape(1, 3)
+                ).astype(np.float32)
             )
         roi = self._roi(K, posed)
         if roi is None:
