@@ -114,6 +114,10 @@ def parse_result_name(path_or_name: str | Path) -> ResultName:
             f"{path_or_name}: malformed result file name: {ds_info!r} should be DATASET-SPLIT or DATASET-SPLIT-SPLITTYPE; "
             f"rename it to {FORMAT_HINT}"
         )
+    if not all(suffix_parts):
+        raise BopkdError(
+            f"{path_or_name}: malformed result file name: empty part between '_'; rename it to {FORMAT_HINT}"
+        )
     suffix = "_".join(suffix_parts)
     try:
         return ResultName(

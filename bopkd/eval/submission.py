@@ -293,14 +293,14 @@ def validate_arrays(
     if len(bad):
         i = bad[0]
         raise BopkdError(
-            f"{at(i)}: column time: {time[i]!r} is negative; use -1 when the time is unknown; {fix}"
+            f"{at(i)}: column time: {float(time[i])!r} is negative; use -1 when the time is unknown; {fix}"
         )
     inc = first_inconsistent_time(arrays["scene_id"], arrays["im_id"], time)
     if inc is not None:
         i, j = inc
         other = f"line {int(lines[j])}" if lines is not None else f"row {j}"
         raise BopkdError(
-            f"{at(i)}: column time: {time[i]!r} differs from {time[j]!r} on {other} for the same image "
+            f"{at(i)}: column time: {float(time[i])!r} differs from {float(time[j])!r} on {other} for the same image "
             f"(scene {int(arrays['scene_id'][i])}, im {int(arrays['im_id'][i])}); every row of one image must carry "
             f"the same time (seconds for the whole image, -1 if unknown); {fix}"
         )
