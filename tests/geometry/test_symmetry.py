@@ -32,12 +32,14 @@ def test_continuous_symmetry_discretisation_as_in_the_toolkit():
     R, t = symmetry_transforms(
         _info(symmetries_continuous=[{"axis": axis, "offset": offset}]), max_sym_disc_step=0.01
     )
-    n = int(np.ceil(np.pi / 0.01))  # 315 steps of 2 pi / n; the toolkit keeps steps 1..n-1
-    assert R.shape == (n - 1, 3, 3)
-    np.testing.assert_allclose(R[0], axis_angle_matrix([0, 0, 1], 2 * np.pi / n), atol=1e-12)
+    n = int(np.ceil(np.pi / 0.01))  # 315 steps of 2 pi / n; the toolkit (cea62d65) keeps steps 0..n-1
+    assert R.shape == (n, 3, 3)
+    np.testing.assert_array_equal(R[0], np.eye(3))  # step 0 is the identity, so an exact pose has error 0
+    np.testing.assert_array_equal(t[0], np.zeros(3))
+    np.testing.assert_allclose(R[1], axis_angle_matrix([0, 0, 1], 2 * np.pi / n), atol=1e-12)
     # Every transform rotates about the axis through the offset: the offset point is fixed.
-    np.testing.assert_allclose(np.einsum("sij,j->si", R, offset) + t, np.tile(offset, (n - 1, 1)), atol=1e-9)
-    np.testing.assert_allclose(np.einsum("sij,sik->sjk", R, R), np.tile(np.eye(3), (n - 1, 1, 1)), atol=1e-12)
+    np.testing.assert_allclose(np.einsum("sij,j->si", R, offset) + t, np.tile(offset, (n, 1)), atol=1e-9)
+    np.testing.assert_allclose(np.einsum("sij,sik->sjk", R, R), np.tile(np.eye(3), (n, 1, 1)), atol=1e-12)
 
 
 def test_discrete_times_continuous():
@@ -46,4 +48,4 @@ def test_discrete_times_continuous():
         _info(symmetries_discrete=[flip], symmetries_continuous=[{"axis": [0, 0, 1], "offset": [0, 0, 0]}]),
         0.1,
     )
-    assert R.shape == (2 * (int(np.ceil(np.pi / 0.1)) - 1), 3, 3)
+    assert R.shape == (2 * int(np.ceil(np.pi / 0.1)), 3, 3)
