@@ -261,6 +261,21 @@ def first_inconsistent_time(
     return int(bad[0]), int(ref[bad[0]])
 
 
+def average_time_per_image(scene_id: np.ndarray, im_id: np.ndarray, time: np.ndarray) -> float:
+    """Mean over images of the per-image time (s), or -1 when any row has a negative (unknown) time.
+
+    As ``scripts/eval_bop19_pose.py`` computes ``bop19_average_time_per_image`` (times of one image are
+    equal after validation, so the image's first row gives its time).
+    """
+    time = np.asarray(time, dtype=np.float64)
+    if len(time) == 0 or (time < 0).any():
+        return -1.0
+    _, first = np.unique(
+        np.stack([np.asarray(scene_id), np.asarray(im_id)], axis=1), axis=0, return_index=True
+    )
+    return float(np.mean(time[first]))
+
+
 def validate_arrays(
     arrays: dict[str, np.ndarray],
     obj_ids: Iterable[int] | None = None,
