@@ -74,6 +74,68 @@ def info(
         console.print(f"[yellow]note:[/yellow] {n}")
 
 
+@app.command()
+def download(
+    dataset: Annotated[str, typer.Argument(help="Registered dataset: lmo, lm, ycbv or tless.")],
+    root: RootOpt = Path("bop_data"),
+    parts: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--parts",
+            "-p",
+            help="Parts to fetch, repeated or comma-separated: base, models, test_bop19, test_all, train_pbr, "
+            "train (as the dataset has them), or 'all'. Default: base, models, test_bop19.",
+        ),
+    ] = None,
+    mirror: Annotated[
+        str | None,
+        typer.Option(
+            "--mirror",
+            help="Base URL replacing https://huggingface.co/datasets/bop-benchmark (layout "
+            "{URL}/{repo}/resolve/main/{file}), or a template containing {file} (and {repo}). "
+            "Default: $BOPKD_MIRROR if set.",
+        ),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Fetch and extract parts again even if marked complete.")
+    ] = False,
+    keep_archives: Annotated[
+        bool,
+        typer.Option(
+            "--keep-archives", help="Keep the downloaded zips in ROOT/.bopkd/downloads after extracting."
+        ),
+    ] = False,
+    retries: Annotated[
+        int,
+        typer.Option(
+            "--retries",
+            min=0,
+            help="Consecutive failed attempts to retry (with backoff) on transient network errors; "
+            "an attempt that made progress resets the count.",
+        ),
+    ] = 4,
+) -> None:
+    """Download, verify (size, SHA-256) and extract parts of a BOP dataset into ROOT/DATASET.
+
+    Interrupted downloads resume (HTTP Range) on the next run; completed parts are marked in
+    ROOT/DATASET/.bopkd/parts/ and skipped on reruns.
+    """
+    from bopkd.data.download import download_dataset
+
+    results = download_dataset(
+        dataset, root, parts, mirror=mirror, force=force, keep_archives=keep_archives, retries=retries
+    )
+    done = [r.part for r in results if not r.skipped]
+    skipped = [r.part for r in results if r.skipped]
+    what = []
+    if done:
+        what.append(f"downloaded {', '.join(done)}")
+    if skipped:
+        what.append(f"already complete: {', '.join(skipped)}")
+    console.print(f"{dataset}: {'; '.join(what)} (in {root / dataset})", highlight=False)
+
+
+
 def main() -> None:
     """Entry point of the ``bopkd`` console script: one-line errors, no tracebacks."""
     try:

@@ -49,7 +49,8 @@ class RequestRecord:
         path: the request path relative to the served folder (no leading ``/``, query removed).
         range: the ``Range`` header as sent, or None.
         status: the status code answered.
-        bytes_sent: body bytes written to the socket (fewer than the file when a drop was injected).
+        bytes_sent: body bytes written to the socket (fewer than the file when a drop was injected;
+            a write the client aborted is not counted).
     """
 
     method: str
@@ -96,7 +97,9 @@ class TestHTTPServer:
         handler = _make_handler(self)
         self._httpd = ThreadingHTTPServer(("127.0.0.1", self._port), handler)
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="TestHTTPServer", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, args=(0.05,), name="TestHTTPServer", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -202,10 +205,10 @@ def _make_handler(server: TestHTTPServer) -> type[BaseHTTPRequestHandler]:
             rel = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path).lstrip("/")
             rng = self.headers.get("Range")
             rec = RequestRecord("HEAD" if head else "GET", rel, rng, 0)
-            try:
-                self._answer(rel, rng, head, rec)
-            finally:
-                server._record(rec)
+            # Logged before answering, and each field set before the bytes it describes are written,
+            # so a client that has read a response always finds it complete in the log.
+            server._record(rec)
+            self._answer(rel, rng, head, rec)
 
         def _error(self, rec: RequestRecord, status: int, extra: dict[str, str] | None = None) -> None:
             rec.status = status
@@ -258,11 +261,12 @@ def _make_handler(server: TestHTTPServer) -> type[BaseHTTPRequestHandler]:
                     chunk = f.read(min(_CHUNK, limit - rec.bytes_sent))
                     if not chunk:
                         break
+                    rec.bytes_sent += len(chunk)
                     try:
                         self.wfile.write(chunk)
                     except (BrokenPipeError, ConnectionResetError):
+                        rec.bytes_sent -= len(chunk)  # not known to have arrived
                         return
-                    rec.bytes_sent += len(chunk)
             if fault is not None and limit < length:
                 # Simulate a dropped connection: flush what was promised so far, then cut the socket.
                 with contextlib.suppress(OSError):

@@ -26,7 +26,7 @@ def make_zip_from_dir(path: Path, root: Path, members: list[str]) -> Path:
     """An ordinary zip of the files under ``root/m`` for each ``m`` (file or folder), names relative to
     ``root`` (as ``cd root && zip -r path members`` makes)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
         for m in members:
             p = root / m
             files = [p] if p.is_file() else sorted(q for q in p.rglob("*") if q.is_file())
@@ -76,6 +76,7 @@ def write_split_zip(
     Returns:
         the volumes in order (``.z01`` ... ``.zip``).
     """
+    path.parent.mkdir(parents=True, exist_ok=True)
     body = bytearray(b"PK\x07\x08")
     records = []  # (name, crc, size, absolute local header offset)
     for name, data in entries.items():
