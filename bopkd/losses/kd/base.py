@@ -1,0 +1,74 @@
+"""Common base of the distillation methods: a module ``method(student_out, batch, teacher_out) -> terms``.
+
+A method is an :class:`torch.nn.Module` so that its own parameters (FKD's adapters and non-local
+blocks) can join the optimiser and the checkpoint. ``forward`` returns a dict of named, already
+weighted scalar terms (``kd_*``) that the trainer adds to the task loss and logs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class KDMethod(nn.Module):
+    """Base class.
+
+    Attributes:
+        name: the registry name (``none``, ``pred``, ``fkd``, ``ot``, ``fkd+ot``).
+        cfg: the method's typed config.
+        needs_teacher: whether ``forward`` needs the teacher's outputs.
+        loss_cfg: the task loss's :class:`bopkd.losses.task.LossConfig` (positive-cell assignment and
+            the per-level cell budget of inference); None = its defaults.
+    """
+
+    name: str = ""
+    needs_teacher: bool = True
+
+    def __init__(self, cfg: Any, loss_cfg: Any = None):
+        super().__init__()
+        self.cfg = cfg
+        self.loss_cfg = loss_cfg
+
+    def assignment(self, student_out: dict, batch: dict) -> dict:
+        """The task loss's positive cells for this batch.
+
+        Reuses ``batch["assignment"]`` when the trainer put the task loss's assignment there (so both
+        losses see the same sampled positives); otherwise calls ``assign_targets`` with ``loss_cfg``.
+        """
+        a = batch.get("assignment")
+        if a is not None:
+            return a
+        from bopkd.losses.task import LossConfig, assign_targets
+
+        cfg = self.loss_cfg if self.loss_cfg is not None else LossConfig()
+        return assign_targets(student_out, batch, cfg)
+
+    def inference_budget(self) -> tuple[int, float]:
+        """(num_cells, positive_lambda) of the inference cell selection, from ``loss_cfg``."""
+        cfg = self.loss_cfg
+        num = int(getattr(cfg, "positive_num", 10)) if cfg is not None else 10
+        lam = float(getattr(cfg, "positive_lambda", 1.0)) if cfg is not None else 1.0
+        return num, lam
+
+    def forward(
+        self, student_out: dict, batch: dict, teacher_out: dict | None = None
+    ) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+
+def zero_like_graph(t: torch.Tensor) -> torch.Tensor:
+    """A scalar 0 connected to ``t``'s graph (so backward works even when a term has nothing to do)."""
+    return t.sum() * 0.0
+
+
+def require_teacher(name: str, teacher_out: dict | None) -> dict:
+    from bopkd.errors import BopkdError
+
+    if teacher_out is None:
+        raise BopkdError(
+            f"distillation method {name!r} needs a teacher: pass --teacher CHECKPOINT (or use --kd none)"
+        )
+    return teacher_out

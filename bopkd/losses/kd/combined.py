@@ -1,0 +1,51 @@
+"""``--kd fkd+ot``: FKD's feature distillation and the OT distillation of local predictions, added.
+
+Guo et al. (CVPR 2023) combine their OT loss with feature distillation (Zhang & Ma, ICLR 2021) to show
+the two are complementary. The terms of both methods are returned side by side (``kd_fkd_*`` and
+``kd_ot``), each with its own weights (:class:`~bopkd.losses.kd.fkd.FKDConfig`,
+:class:`~bopkd.losses.kd.ot_kd.OTKDConfig`); ``--kd-weight`` sets the OT weight.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from bopkd.losses.kd.base import KDMethod
+from bopkd.losses.kd.fkd import FKD, FKDConfig
+from bopkd.losses.kd.ot_kd import OTKD, OTKDConfig
+
+
+@dataclass
+class FKDOTConfig:
+    """Options of ``fkd+ot``: one config per component."""
+
+    fkd: FKDConfig = field(default_factory=FKDConfig)
+    ot: OTKDConfig = field(default_factory=OTKDConfig)
+
+    def validate(self, source: str = "the kd config") -> FKDOTConfig:
+        self.fkd.validate(source)
+        self.ot.validate(source)
+        return self
+
+
+class FKDOT(KDMethod):
+    """Sum of :class:`~bopkd.losses.kd.fkd.FKD` and :class:`~bopkd.losses.kd.ot_kd.OTKD` (terms kept apart)."""
+
+    name = "fkd+ot"
+
+    def __init__(
+        self, cfg: FKDOTConfig | None = None, student_channels=None, teacher_channels=None, loss_cfg=None
+    ):
+        cfg = (cfg or FKDOTConfig()).validate()
+        super().__init__(cfg, loss_cfg)
+        self.fkd = FKD(cfg.fkd, student_channels, teacher_channels, loss_cfg)
+        self.ot = OTKD(cfg.ot, loss_cfg)
+
+    def forward(
+        self, student_out: dict, batch: dict, teacher_out: dict | None = None
+    ) -> dict[str, torch.Tensor]:
+        terms = dict(self.fkd(student_out, batch, teacher_out))
+        terms.update(self.ot(student_out, batch, teacher_out))
+        return terms
