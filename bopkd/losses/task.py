@@ -1,0 +1,130 @@
+"""The pose network's task loss: focal loss on the scores + WDR object-space keypoint loss.
+
+As in WDR (Hu et al., CVPR 2021, ``PoseLoss.__call__``) and Guo et al. (CVPR 2023, ``configs/ape.yaml``:
+``LOSS_WEIGHT_CLS 0.1``, ``LOSS_WEIGHT_REG 1``):
+
+* ``loss_cls = weight_cls * sum of the focal loss over non-ignored cells / P``
+* ``loss_kpt = weight_kpt * sum over positive cells of the WDR loss of the cell's class / P``
+
+with P the number of positive cells in the batch (at least 1). WDR returns both sums without dividing;
+dividing both by the same P keeps their ratio and makes the magnitude independent of the batch size
+(the normalisation of RetinaNet/FCOS). With no positive at all, ``loss_kpt`` is a zero that still
+depends on the keypoints (so every parameter gets a gradient).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import torch
+
+from bopkd.errors import BopkdError
+from bopkd.losses.focal import focal_loss
+from bopkd.losses.targets import assign_targets
+from bopkd.losses.wdr import wdr_keypoint_loss
+
+
+@dataclass
+class LossConfig:
+    """Weights and hyper-parameters of :class:`PoseLoss` (defaults: the papers' code).
+
+    Attributes:
+        weight_cls, weight_kpt: loss weights (0.1 and 1.0).
+        focal_alpha, focal_gamma: focal loss parameters (0.25, 2).
+        positive_num: positive cells per object, spread over levels (10).
+        positive_lambda: sharpness of the level distribution (1.0).
+        kpt_beta: smooth-L1 transition of the keypoint loss, in object diameters (0.02).
+    """
+
+    weight_cls: float = 0.1
+    weight_kpt: float = 1.0
+    focal_alpha: float = 0.25
+    focal_gamma: float = 2.0
+    positive_num: int = 10
+    positive_lambda: float = 1.0
+    kpt_beta: float = 0.02
+
+    def validate(self, source: str = "the loss config") -> LossConfig:
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
+                raise BopkdError(f"{source}: loss.{f.name} = {v!r} must be a number >= 0")
+        if self.positive_num < 1 or int(self.positive_num) != self.positive_num:
+            raise BopkdError(f"{source}: loss.positive_num = {self.positive_num!r} must be an integer >= 1")
+        if self.kpt_beta <= 0:
+            raise BopkdError(f"{source}: loss.kpt_beta = {self.kpt_beta} must be > 0")
+        if not 0 <= self.focal_alpha <= 1:
+            raise BopkdError(f"{source}: loss.focal_alpha = {self.focal_alpha} must be in [0, 1]")
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "the loss config") -> LossConfig:
+        if not isinstance(d, dict):
+            raise BopkdError(f"{source}: the loss section must be a mapping, got {type(d).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise BopkdError(f"{source}: unknown loss keys {unknown}: allowed keys are {sorted(known)}")
+        return cls(**d).validate(source)
+
+
+def gather_positive_targets(batch: dict, assignment: dict, device: torch.device) -> dict:
+    """GT of every positive cell: ``corners_cam`` (P, 8, 3) mm, ``K`` (P, 3, 3), ``diameter`` (P,) mm."""
+    pb, po = assignment["pos_batch"], assignment["pos_obj"]
+    corners, diam = [], []
+    for b, objs in enumerate(batch["objects"]):
+        sel = po[pb == b]
+        if sel.numel() == 0:
+            continue
+        sel_c = sel.to(objs["R"].device)
+        R = objs["R"][sel_c].to(device, torch.float32)
+        t = objs["t"][sel_c].to(device, torch.float32)
+        c3 = objs["corners_3d"][sel_c].to(device, torch.float32)
+        corners.append(c3 @ R.transpose(1, 2) + t.unsqueeze(1))
+        diam.append(objs["diameter"][sel_c].to(device, torch.float32))
+    K = batch["K"].to(device, torch.float32)[pb.to(device)]
+    if corners:
+        return {"corners_cam": torch.cat(corners), "K": K, "diameter": torch.cat(diam)}
+    z = torch.zeros(0, device=device)
+    return {"corners_cam": z.view(0, 8, 3), "K": K, "diameter": z}
+
+
+class PoseLoss:
+    """``PoseLoss(cfg)(outputs, batch) -> {"loss_cls", "loss_kpt"}`` (weighted scalars).
+
+    ``outputs`` is :meth:`bopkd.models.posenet.PoseNet.forward`'s dict; ``batch`` the collated batch
+    (see ``bopkd/models/README_CONTRACT.md``). A precomputed ``assignment`` (from
+    :func:`~bopkd.losses.targets.assign_targets`) may be passed to share it with a distillation loss;
+    the one used is kept in ``self.last_assignment``.
+    """
+
+    def __init__(self, cfg: LossConfig | None = None):
+        self.cfg = (cfg or LossConfig()).validate()
+        self.last_assignment: dict | None = None
+
+    def __call__(
+        self,
+        outputs: dict,
+        batch: dict,
+        assignment: dict | None = None,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, torch.Tensor]:
+        cfg = self.cfg
+        if assignment is None:
+            assignment = assign_targets(outputs, batch, cfg, generator)
+        self.last_assignment = assignment
+        logits, kpts = outputs["cls_logits"], outputs["kpts"]
+        num_pos = max(assignment["num_pos"], 1)
+        loss_cls = focal_loss(logits, assignment["labels"], cfg.focal_alpha, cfg.focal_gamma) / num_pos
+        if assignment["num_pos"] > 0:
+            pb, pc, pk = assignment["pos_batch"], assignment["pos_cell"], assignment["pos_cls"]
+            pred = kpts[pb, pc, pk]  # (P, 8, 2)
+            gt = gather_positive_targets(batch, assignment, kpts.device)
+            per_cell = wdr_keypoint_loss(pred, gt["corners_cam"], gt["K"], gt["diameter"], cfg.kpt_beta)
+            loss_kpt = per_cell.sum() / num_pos
+        else:
+            loss_kpt = kpts.sum() * 0.0
+        return {"loss_cls": cfg.weight_cls * loss_cls, "loss_kpt": cfg.weight_kpt * loss_kpt}
