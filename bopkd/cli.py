@@ -135,6 +135,84 @@ def download(
     console.print(f"{dataset}: {'; '.join(what)} (in {root / dataset})", highlight=False)
 
 
+@app.command()
+def score(
+    csvs: Annotated[
+        list[Path], typer.Argument(help="BOP result files named METHOD_DATASET-SPLIT[-SPLITTYPE][_SUFFIX].csv.")
+    ],
+    root: RootOpt = Path("bop_data"),
+    check_only: Annotated[
+        bool,
+        typer.Option(
+            "--check-only",
+            help="Only validate the files (format, object ids, rotations, times) and report their coverage of "
+            "the BOP'19 targets; exit 2 if any file is invalid.",
+        ),
+    ] = False,
+    engine: Annotated[
+        str,
+        typer.Option(
+            "--engine",
+            help="bopkd (built in) or bop_toolkit (the official toolkit; needs $BOPKD_TOOLKIT_PYTHON and "
+            "$BOPKD_TOOLKIT_PATH or the options below).",
+        ),
+    ] = "bopkd",
+    out: Annotated[Path, typer.Option("--out", help="Folder for the score files.")] = Path("results/scores"),
+    toolkit_python: Annotated[
+        str | None, typer.Option("--toolkit-python", help="Python that imports bop_toolkit_lib (default: $BOPKD_TOOLKIT_PYTHON).")
+    ] = None,
+    toolkit_path: Annotated[
+        Path | None, typer.Option("--toolkit-path", help="bop_toolkit checkout with scripts/ (default: $BOPKD_TOOLKIT_PATH).")
+    ] = None,
+    renderer: Annotated[
+        str, typer.Option("--renderer", help="bop_toolkit's VSD renderer: vispy, cpp or python.")
+    ] = "vispy",
+) -> None:
+    """Score BOP result files (BOP'19 AR: VSD, MSSD, MSPD; ADD(-S), ADI), or only check them."""
+    if check_only:
+        from bopkd.eval.check import check_submission
+
+        failed = 0
+        for csv in csvs:
+            try:
+                rep = check_submission(csv, root)
+            except BopkdError as e:
+                failed += 1
+                err_console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+                continue
+            console.print(rep.summary(), highlight=False, soft_wrap=True)
+            for n in rep.notes:
+                console.print(f"  note: {n}", highlight=False, soft_wrap=True)
+        if failed:
+            raise BopkdError(f"{failed} of {len(csvs)} result files failed the check (see the lines above)")
+        return
+    if engine == "bop_toolkit":
+        from bopkd.eval.toolkit_engine import output_path, score_with_toolkit
+
+        for rec in score_with_toolkit(
+            csvs, root, out, python=toolkit_python, toolkit_path=toolkit_path, renderer_type=renderer
+        ):
+            s = rec["scores"]
+            vals = ", ".join(f"{k} {v:.4f}" for k, v in s.items() if v is not None)
+            console.print(f"{rec['result_name']} (bop_toolkit): {vals}", highlight=False, soft_wrap=True)
+            console.print(f"  -> {output_path(out, parse_name(rec['result_name']))}", highlight=False, soft_wrap=True)
+        return
+    if engine != "bopkd":
+        raise BopkdError(f"unknown --engine {engine!r}; use bopkd or bop_toolkit")
+    try:
+        from bopkd.eval.scoring import score_submissions
+    except ImportError as e:
+        raise BopkdError(f"the bopkd scoring engine is not available ({e}); use --engine bop_toolkit or --check-only") from None
+    score_submissions(csvs, root=root, out_dir=out)
+
+
+def parse_name(name: str):
+    """Parse a result name (used by ``score``); lazily imported so ``bopkd --help`` stays fast."""
+    from bopkd.eval.naming import parse_result_name
+
+    return parse_result_name(name)
+
+
 
 def main() -> None:
     """Entry point of the ``bopkd`` console script: one-line errors, no tracebacks."""
