@@ -217,12 +217,15 @@ def parse_name(name: str):
 def main() -> None:
     """Entry point of the ``bopkd`` console script: one-line errors, no tracebacks."""
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False)
     except BopkdError as e:
         err_console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
-        err_console.print("[red]interrupted[/red]: partial outputs were left as temporary files or removed; rerun to continue")
+        err_console.print(
+            "[red]interrupted[/red]: partial outputs were left as temporary files or removed; rerun to continue",
+            soft_wrap=True,
+        )
         sys.exit(130)
     except Exception as e:
         # Typer vendors click; its usage errors carry ``show`` and ``exit_code``.
@@ -235,6 +238,14 @@ def main() -> None:
             e.show()
             sys.exit(e.exit_code)
         raise
+    # Outside standalone mode Typer turns Ctrl-C into Exit(130) and returns exit codes instead of exiting.
+    if rc == 130:
+        err_console.print(
+            "[red]interrupted[/red]: partial outputs were left as temporary files or removed; rerun to continue",
+            soft_wrap=True,
+        )
+    if isinstance(rc, int) and rc != 0:
+        sys.exit(rc)
 
 
 if __name__ == "__main__":

@@ -54,6 +54,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from bopkd import __version__
 from bopkd.data.archive import extract_archive, merge_tree
 from bopkd.data.registry import DEFAULT_BASE_URL, REGISTRY, ArchiveSpec, DatasetSpec, get_spec
 from bopkd.errors import BopkdError
@@ -67,7 +68,7 @@ DEFAULT_PARTS = ("base", "models", "test_bop19")
 STATE_DIR = ".bopkd"
 
 _CHUNK = 1 << 20
-_USER_AGENT = "bopkd-downloader (+https://github.com/; python urllib)"
+_USER_AGENT = f"bopkd/{__version__} (python-urllib)"
 _MAX_BACKOFF_S = 30.0
 _CONTENT_RANGE_RE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 _TRANSIENT_HTTP = {408, 425, 429}

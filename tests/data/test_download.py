@@ -525,3 +525,21 @@ def test_cli_404_is_one_line(monkeypatch, capsys, srv, tmp_path):
     )
     assert code == 2
     assert err.count("\n") == 1 and "lmo_models.zip: HTTP 404 Not Found" in err and "Traceback" not in err
+
+
+def test_cli_ctrl_c_is_one_line_and_keeps_part(monkeypatch, capsys, toy, tmp_path):
+    spec, srv = toy
+    monkeypatch.setitem(REGISTRY, "toy", spec)
+    real_open = dl._open_part
+    monkeypatch.setattr(
+        dl, "_open_part", lambda p, m: _FailingFile(real_open(p, m), 5000, KeyboardInterrupt())
+    )
+    root = tmp_path / "bop"
+    code, out, err = _cli_main(
+        monkeypatch, capsys, "download", "toy", "--root", str(root), "--mirror", srv.url
+    )
+    assert code == 130
+    assert err.count("\n") == 1 and "interrupted" in err and "Traceback" not in err
+    assert marker_path(root, "toy", "base").is_file()  # the small base archive was done before Ctrl-C
+    assert (dl.downloads_dir(root) / "toy" / "toy_models.zip.part").stat().st_size == 5000
+    assert not marker_path(root, "toy", "models").exists() and not (root / "toy" / "models").exists()
