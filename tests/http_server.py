@@ -6,7 +6,9 @@ It serves the files under one folder, honours ``Range: bytes=START-[END]`` (206 
 * a connection dropped after N bytes of the body (:meth:`TestHTTPServer.drop_after`),
 * an HTTP error status such as 500 or 503 that succeeds once it has been served a number of times
   (:meth:`TestHTTPServer.fail`); a missing file is a plain 404,
-* a server that ignores ``Range`` and always answers 200 with the whole file (``ignore_range=True``).
+* a server that ignores ``Range`` and always answers 200 with the whole file (``ignore_range=True``),
+* a redirect to another path, as Hugging Face's ``resolve`` URLs redirect to its file store
+  (:meth:`TestHTTPServer.redirect`).
 
 Usage::
 
@@ -87,6 +89,7 @@ class TestHTTPServer:
         self._port = port
         self._lock = threading.Lock()
         self._faults: dict[str, list[_Fault]] = {}
+        self._redirects: dict[str, tuple[str, int]] = {}
         self.log: list[RequestRecord] = []
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -145,6 +148,12 @@ class TestHTTPServer:
     def fail(self, path: str, status: int = 500, times: int = 1) -> None:
         """The next ``times`` GETs of ``path`` are answered with ``status``; later ones succeed."""
         self._add_fault(path, _Fault("status", times, status=status))
+
+    def redirect(self, path: str, to: str, status: int = 302) -> None:
+        """Every request of ``path`` is answered with ``status`` and ``Location: /to`` (not logged as a
+        fault; the redirect itself is logged with its status)."""
+        with self._lock:
+            self._redirects[path.lstrip("/")] = (to.lstrip("/"), status)
 
     def clear_faults(self) -> None:
         with self._lock:
@@ -223,6 +232,11 @@ def _make_handler(server: TestHTTPServer) -> type[BaseHTTPRequestHandler]:
                 self.wfile.write(body)
 
         def _answer(self, rel: str, rng: str | None, head: bool, rec: RequestRecord) -> None:
+            with server._lock:
+                redirect = server._redirects.get(rel)
+            if redirect is not None:
+                self._error(rec, redirect[1], {"Location": "/" + urllib.parse.quote(redirect[0])})
+                return
             target = (server.directory / rel).resolve()
             if server.directory not in target.parents or not target.is_file():
                 self._error(rec, 404)

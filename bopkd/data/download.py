@@ -250,7 +250,11 @@ def download_file(
             got_sha = rec["sha256"]
         else:
             got_sha = _sha256_file(dest).hexdigest()
-        _verify(dest, got_size, got_sha, size, sha256, url)
+        try:
+            _verify(dest, got_size, got_sha, size, sha256, url)
+        except BopkdError:
+            _sidecar(dest).unlink(missing_ok=True)
+            raise
         return DownloadedFile(dest, url, got_size, got_sha, 0, got_size, time.perf_counter() - t0)
 
     part = dest.with_name(dest.name + ".part")
