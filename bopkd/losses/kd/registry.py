@@ -202,12 +202,15 @@ def config_from_dict(cls: type, d: dict | None, source: str = "the kd config", p
     """Build a method config dataclass from a plain dict, rejecting unknown keys, checking types and values."""
     d = {} if d is None else d
     if not isinstance(d, dict):
-        raise BopkdError(f"{source}: {prefix or 'kd options'} must be a mapping, got {type(d).__name__}")
+        raise BopkdError(
+            f"{source}: kd options {prefix.rstrip('.')} must be a mapping, got {type(d).__name__}"
+        )
     flds = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(d) - set(flds))
     if unknown:
         raise BopkdError(
-            f"{source}: unknown {prefix or 'kd option'} keys {unknown}: allowed keys are {sorted(flds)}"
+            f"{source}: unknown kd option keys {[prefix + k for k in unknown]}: "
+            f"allowed keys are {sorted(prefix + k for k in flds)}"
         )
     kwargs = {}
     for k, v in d.items():
