@@ -25,9 +25,6 @@ import numpy as np
 
 from bopkd.data.records import ObjectModel
 
-#: open3d's ``primitive_ids`` value for a ray that hits nothing.
-_INVALID = np.uint32(0xFFFFFFFF)
-
 
 @dataclass
 class RenderOutput:
@@ -186,31 +183,30 @@ class Renderer:
                 continue
             x0, y0, x1, y1 = box
             h, w = y1 - y0, x1 - x0
-            us = np.arange(x0, x1, dtype=np.float64) + self.pixel_offset
-            vs = np.arange(y0, y1, dtype=np.float64) + self.pixel_offset
-            # Camera-frame directions K^-1 [u, v, 1] (z = 1), then into the model frame: d_m = R^T d.
-            dirs = np.empty((h, w, 3), np.float64)
-            dirs[..., 0] = Kinv[0, 0] * us[None, :] + Kinv[0, 1] * vs[:, None] + Kinv[0, 2]
-            dirs[..., 1] = Kinv[1, 1] * vs[:, None] + Kinv[1, 2]
-            dirs[..., 2] = 1.0
+            us = (np.arange(x0, x1, dtype=np.float64) + self.pixel_offset).astype(np.float32)
+            vs = (np.arange(y0, y1, dtype=np.float64) + self.pixel_offset).astype(np.float32)
+            # Model-frame directions d_m = R^T K^-1 [u, v, 1]^T = M [u, v, 1]^T (camera z component 1).
+            M = (R.T @ Kinv).astype(np.float32)
             rays = np.empty((h, w, 6), np.float32)
-            rays[..., :3] = -R.T @ t
-            rays[..., 3:] = dirs @ R
+            rays[..., :3] = (-R.T @ t).astype(np.float32)
+            for k in range(3):
+                rays[..., 3 + k] = M[k, 0] * us[None, :] + (M[k, 1] * vs + M[k, 2])[:, None]
             ans = self._scene(obj_id).cast_rays(o3d.core.Tensor(rays))
             t_hit = ans["t_hit"].numpy()
             hit = np.isfinite(t_hit)
             depth = np.where(hit, t_hit, 0.0).astype(np.float64)
             prim_raw = ans["primitive_ids"].numpy()
-            prim = np.where(prim_raw == _INVALID, -1, prim_raw.astype(np.int64))
+            prim = np.where(hit, prim_raw, -1).astype(np.int64)
             layer = InstanceLayer(box=box, depth=depth, prim=prim)
             if uv:
                 layer.uv = ans["primitive_uvs"].numpy()
             if normals:
-                n = ans["primitive_normals"].numpy().astype(np.float64) @ R.T
-                # Face the camera: flip normals that point away from the viewer.
-                flip = np.sum(n * dirs, axis=-1) > 0
-                n = np.where(flip[..., None], -n, n)
-                layer.normals = np.where(hit[..., None], n, 0.0).astype(np.float32)
+                n = ans["primitive_normals"].numpy() @ R.T.astype(np.float32)
+                # Face the camera: flip normals that point away from the viewer (d_cam = R d_m).
+                facing = np.einsum("hwk,hwk->hw", n, rays[..., 3:] @ R.T.astype(np.float32))
+                n[facing > 0] *= -1.0
+                n[~hit] = 0.0
+                layer.normals = n.astype(np.float32)
             out.append(layer)
         return out
 
