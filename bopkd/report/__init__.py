@@ -1,0 +1,1 @@
+"""Comparison reports: one table row per model, figures, and Markdown/CSV/LaTeX/HTML outputs."""
