@@ -327,6 +327,61 @@ def convert_scores(
     }
 
 
+def recalls_table(raw: dict) -> list[dict]:
+    """Rows of ``recalls.csv``: ``metric, obj_id ("all"), tau, threshold, tp, n_targets, recall``, one per score
+    file the toolkit wrote (VSD has one row per tau and threshold)."""
+    rows = []
+    for sign, ths in raw["scores_per_threshold"].items():
+        # error=vsd_ntop=-1_delta=15.000_tau=0.050 / error=mssd_ntop=-1
+        metric = sign.removeprefix("error=").split("_ntop=")[0]
+        tau = float(sign.split("_tau=")[1]) if "_tau=" in sign else None
+        for th, sc in ths.items():
+            rows.append(
+                {
+                    "metric": metric,
+                    "obj_id": "all",
+                    "tau": tau,
+                    "threshold": float(th),
+                    "tp": sc.get("tp_count"),
+                    "n_targets": sc.get("targets_count"),
+                    "recall": float(sc["recall"]),
+                }
+            )
+    return rows
+
+
+def write_layout(dest_dir: Path, rec: dict, raw: dict) -> list[Path]:
+    """Write the score files ``bopkd report`` reads, in ``dest_dir`` (``OUT/RESULT_NAME``).
+
+    ``scores_bop19.json`` (the toolkit's keys plus ``engine``; without depth the VSD and AR entries are None),
+    ``scores_ad.json`` and ``scores_adi.json`` (the toolkit's score dict at 0.1 d plus ``engine``) and
+    ``recalls.csv`` (:func:`recalls_table`). Returns the paths written.
+    """
+    import pandas as pd
+
+    sc = rec["scores"]
+    b19 = dict(rec["scores_bop19"] or {})
+    b19.setdefault("bop19_average_recall_vsd", sc["AR_VSD"])
+    b19.setdefault("bop19_average_recall_mssd", sc["AR_MSSD"])
+    b19.setdefault("bop19_average_recall_mspd", sc["AR_MSPD"])
+    b19.setdefault("bop19_average_recall", sc["AR"])
+    b19.setdefault("bop19_average_time_per_image", rec["average_time_per_image"])
+    b19["engine"] = ENGINE
+    written = [dest_dir / "scores_bop19.json"]
+    atomic_write_json(written[-1], b19)
+    for et in ("ad", "adi"):
+        s = raw["scores_per_threshold"].get(f"error={et}_ntop=-1", {}).get(f"{AD_THRESHOLD:.3f}")
+        if s is not None:
+            written.append(dest_dir / f"scores_{et}.json")
+            atomic_write_json(written[-1], {**s, "threshold": AD_THRESHOLD, "engine": ENGINE})
+    rows = recalls_table(raw)
+    if rows:
+        written.append(dest_dir / "recalls.csv")
+        cols = ["metric", "obj_id", "tau", "threshold", "tp", "n_targets", "recall"]
+        atomic_write_text(written[-1], pd.DataFrame(rows, columns=cols).to_csv(index=False))
+    return written
+
+
 def output_path(out_dir: str | Path, name: ResultName) -> Path:
     """Where :func:`score_with_toolkit` writes the record of one result file."""
     return Path(out_dir) / str(name) / "scores_bop_toolkit.json"
@@ -351,8 +406,9 @@ def score_with_toolkit(
         csv_paths: result files named ``METHOD_DATASET-SPLIT[...].csv``; checked with bopkd's reader first.
         root: folder holding the BOP datasets (the toolkit's ``BOP_PATH``).
         out_dir: records go to ``out_dir/RESULT_NAME/scores_bop_toolkit.json`` (see :func:`output_path`),
-            the toolkit's log to ``bop_toolkit.log`` beside it, and with ``keep_eval`` its whole eval folder
-            to ``bop_toolkit_eval/``.
+            beside them the files ``bopkd report`` reads (:func:`write_layout`: ``scores_bop19.json``,
+            ``scores_ad.json``, ``scores_adi.json``, ``recalls.csv``), the toolkit's log ``bop_toolkit.log``,
+            and with ``keep_eval`` the toolkit's whole eval folder ``bop_toolkit_eval/``.
         python, toolkit_path: see :func:`find_toolkit`.
         renderer_type: the toolkit's VSD renderer (``vispy``, ``cpp`` or ``python``).
         ad: also compute ADD(-S) and ADI recall at 0.1 d.
@@ -398,7 +454,8 @@ def score_with_toolkit(
             if ad:
                 _errors_and_scores(run, name, "ad", [AD_THRESHOLD], renderer_type)
                 _errors_and_scores(run, name, "adi", [AD_THRESHOLD], renderer_type)
-            rec = convert_scores(name, read_toolkit_eval(run.eval, name), tk, renderer_type, csv)
+            raw = read_toolkit_eval(run.eval, name)
+            rec = convert_scores(name, raw, tk, renderer_type, csv)
             if rec["average_time_per_image"] is None:  # eval_bop19_pose.py did not run (no depth)
                 rec["average_time_per_image"] = average_time_per_image(
                     arrays["scene_id"], arrays["im_id"], arrays["time"]
@@ -409,6 +466,7 @@ def score_with_toolkit(
                 kept = dest.parent / "bop_toolkit_eval"
                 shutil.rmtree(kept, ignore_errors=True)
                 shutil.copytree(run.eval / str(name), kept)
+        write_layout(dest.parent, rec, raw)
         atomic_write_json(dest, rec)
         records.append(rec)
     return records

@@ -11,6 +11,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from bopkd.errors import BopkdError
@@ -144,6 +145,19 @@ def test_depth_dataset_runs_eval_bop19_pose_and_ad(fake_toolkit, oracle_root, tm
     assert on_disk == rec
     assert (out / "synthpert_lmo-test" / "bop_toolkit.log").is_file()
 
+    # the files bopkd report reads
+    d = out / "synthpert_lmo-test"
+    b19 = json.loads((d / "scores_bop19.json").read_text())
+    assert b19["engine"] == "bop_toolkit" and b19["bop19_average_recall"] == 0.4
+    assert json.loads((d / "scores_ad.json").read_text())["recall"] == 0.225
+    recalls = pd.read_csv(d / "recalls.csv")
+    assert sorted(recalls["metric"]) == ["ad", "adi", "mspd", "mspd", "mssd", "mssd"]
+    assert recalls.set_index(["metric", "threshold"]).loc[("mssd", 0.1), "recall"] == 0.18
+    from bopkd.report.collect import load_result
+
+    r = load_result(csv, out)
+    assert (r.ar, r.ar_vsd, r.add_01d, r.engine) == (0.4, 0.3, 0.225, "bop_toolkit")
+
 
 def test_no_depth_dataset_runs_mssd_mspd_per_threshold(fake_toolkit, lmo_sample_root, tmp_path, monkeypatch):
     log = tmp_path / "calls.jsonl"
@@ -180,6 +194,11 @@ def test_no_depth_dataset_runs_mssd_mspd_per_threshold(fake_toolkit, lmo_sample_
     )
     assert rec["average_time_per_image"] == -1.0  # the file has no times
     assert any("VSD not computed" in n for n in rec["notes"])
+    b19 = json.loads((tmp_path / "o" / "results_lmo-test" / "scores_bop19.json").read_text())
+    assert b19["bop19_average_recall"] is None and b19["bop19_average_recall_vsd"] is None
+    assert b19["bop19_average_recall_mssd"] == rec["scores"]["AR_MSSD"]
+    assert b19["bop19_average_time_per_image"] == -1.0
+    assert not (tmp_path / "o" / "results_lmo-test" / "scores_ad.json").exists()
 
 
 def test_script_failure_is_one_line_with_the_log(fake_toolkit, oracle_root, tmp_path, monkeypatch):
