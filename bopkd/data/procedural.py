@@ -23,6 +23,7 @@ continuous ones an axis with an offset in mm.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -245,10 +246,19 @@ def model_info(
 def make_object(obj_id: int, edge_length: float = 6.0) -> tuple[ObjectModel, ObjectInfo]:
     """Build procedural object ``obj_id`` (1-8): its mesh (mm, faces, normals, colours) and models_info entry.
 
+    Built once per process and id (a fresh copy is returned each time).
+
     Args:
         obj_id: id in :data:`PROCEDURAL_OBJECTS`.
         edge_length: longest edge after refinement, mm.
     """
+    model, info = _make_object_cached(int(obj_id), float(edge_length))
+    copy = ObjectModel(model.pts.copy(), model.faces.copy(), model.normals.copy(), model.colors.copy())
+    return copy, info
+
+
+@functools.lru_cache(maxsize=64)
+def _make_object_cached(obj_id: int, edge_length: float) -> tuple[ObjectModel, ObjectInfo]:
     if obj_id not in PROCEDURAL_OBJECTS:
         raise KeyError(f"no procedural object {obj_id}; ids are {sorted(PROCEDURAL_OBJECTS)}")
     spec = PROCEDURAL_OBJECTS[obj_id]

@@ -144,14 +144,19 @@ def test_a_rotation_that_is_no_symmetry_is_detected_for_the_symmetric_objects_to
 
 
 def test_build_is_deterministic():
-    a, ia = make_object(3)
-    b, ib = make_object(3)
+    from bopkd.data.procedural import _make_object_cached
+
+    a, ia = _make_object_cached.__wrapped__(3, 6.0)  # two real builds, not the cache
+    b, ib = _make_object_cached.__wrapped__(3, 6.0)
     assert (
         np.array_equal(a.pts, b.pts)
         and np.array_equal(a.faces, b.faces)
         and np.array_equal(a.colors, b.colors)
     )
     assert ia.diameter == ib.diameter
+    c, _ = make_object(3)
+    c.pts[:] = 0  # callers get copies
+    assert np.array_equal(make_object(3)[0].pts, a.pts)
 
 
 def test_unknown_id_is_an_error():
