@@ -1,0 +1,586 @@
+"""Score BOP result files: BOP'19 average recall (VSD, MSSD, MSPD) and ADD(-S)/ADI/ADD at 0.1 d.
+
+Reproduces, in one process, what the official toolkit computes with ``scripts/eval_bop19_pose.py``
+(which runs ``eval_calc_errors.py`` once per error type and ``eval_calc_scores.py`` once per threshold and
+tau) and with ``eval_calc_errors.py --error_type=ad|adi|add`` + ``eval_calc_scores.py --correct_th_*=0.1``:
+
+- parameters of ``eval_bop19_pose.py``: ``n_top = -1``, ``visib_gt_min = -1``, ``max_sym_disc_step =
+  0.01``, VSD delta from the dataset (``vsd_deltas``, 15 mm for LM-O), taus and VSD/MSSD thresholds
+  ``np.arange(0.05, 0.51, 0.05)``, MSPD thresholds ``np.arange(5, 51, 5)`` px;
+- errors as in ``eval_calc_errors.py`` with the evaluation models (``models_eval``), see
+  :mod:`bopkd.eval.pose_error` and :mod:`bopkd.eval.vsd`; MSSD and AD* divided by the diameter, MSPD
+  multiplied by ``640 / image width`` (``eval_calc_scores.py``: ``normalized_by_diameter``,
+  ``normalized_by_im_width``);
+- matching and recall as :mod:`bopkd.eval.matching`;
+- ``bop19_average_recall_<e>`` = ``np.mean`` of the recalls in the toolkit's order (VSD: tau-major over
+  10 taus x 10 thresholds), ``bop19_average_recall`` = mean of the three (Hodan et al., "BOP Challenge
+  2020 on 6D Object Localization", ECCVW 2020, Sec. 2.4), ``bop19_average_time_per_image`` = mean over
+  images of the per-image time, -1 if any row has a negative time (``inout.check_consistent_timings``).
+- ADD(-S)-0.1d (error ``ad``: ADI for the dataset's symmetric objects, ADD otherwise; Hinterstoisser et
+  al., ACCV 2012) uses the same targets, ``n_top = -1`` and ``visib_gt_min = -1``.
+
+Without depth images in the test split VSD cannot be computed: it is skipped with a note, MSSD and MSPD
+are still scored exactly, and ``bop19_average_recall_vsd`` and ``bop19_average_recall`` are written as
+null (the official AR is not defined without VSD; ``bop19_average_recall_mssd_mspd`` holds the mean of
+the other two, clearly named).
+"""
+
+from __future__ import annotations
+
+import time as _time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from bopkd.errors import BopkdError
+
+#: Error types that can be asked for, besides ``bop19`` (= vsd + mssd + mspd).
+AD_METRICS = ("ad", "adi", "add")
+ALL_METRICS = ("bop19", *AD_METRICS)
+
+#: BOP'19 correctness thresholds, exactly as ``eval_bop19_pose.py`` builds them.
+VSD_TAUS = np.arange(0.05, 0.51, 0.05)
+VSD_THRESHOLDS = np.arange(0.05, 0.51, 0.05)
+MSSD_THRESHOLDS = np.arange(0.05, 0.51, 0.05)
+MSPD_THRESHOLDS = np.arange(5, 51, 5).astype(np.float64)
+#: ADD(-S)/ADI/ADD correctness threshold (fraction of the diameter), ``eval_calc_scores.py`` default.
+AD_THRESHOLD = 0.1
+MAX_SYM_DISC_STEP = 0.01
+
+
+def average_time_per_image(scene_id: np.ndarray, im_id: np.ndarray, time: np.ndarray) -> float:
+    """``bop19_average_time_per_image``: mean of the per-image times, -1.0 if any time is negative.
+
+    As ``eval_bop19_pose.py`` with ``inout.check_consistent_timings``: the first row of each image gives its
+    time, images in order of first appearance (the order ``np.mean`` sums them in).
+    """
+    time = np.asarray(time, np.float64)
+    if len(time) == 0 or np.any(time < 0):
+        return -1.0
+    keys = np.stack([np.asarray(scene_id), np.asarray(im_id)], axis=1)
+    _, first = np.unique(keys, axis=0, return_index=True)
+    return float(np.mean(list(time[np.sort(first)])))
+
+
+@dataclass
+class PairTable:
+    """All (evaluated estimate, GT instance of the same object in the same image) pairs of a submission.
+
+    Estimates (``est_*``, M rows): the rows the toolkit evaluates (:func:`~bopkd.eval.matching.
+    select_top_estimates`), grouped by (scene, image, object) in descending score order. Pairs
+    (``pair_*``, P rows): ``pair_est`` indexes the estimates, ``pair_gt`` is the GT instance's index in
+    the image's ``scene_gt`` list. ``errors`` maps an error type to (P,) raw errors (mm or px; VSD: (P,
+    10), one column per tau), before normalisation.
+    """
+
+    est_row: np.ndarray
+    est_scene: np.ndarray
+    est_im: np.ndarray
+    est_obj: np.ndarray
+    est_id: np.ndarray
+    est_score: np.ndarray
+    pair_est: np.ndarray
+    pair_gt: np.ndarray
+    pair_visib: np.ndarray
+    errors: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def toolkit_errors(self, error_type: str, column: int | None = None) -> list[dict]:
+        """The errors of one type as the toolkit's ``errors_SCENE.json`` lists them (all scenes together).
+
+        One dict per evaluated estimate: ``scene_id, im_id, obj_id, est_id, score, errors {gt_id: [e]},
+        gt_visib_fracts {gt_id: v}``; ``column`` picks a VSD tau.
+        """
+        err = self.errors[error_type]
+        if err.ndim == 2:
+            err = err[:, 0 if column is None else column]
+        out = []
+        by_est: dict[int, list[int]] = {}
+        for p, e in enumerate(self.pair_est):
+            by_est.setdefault(int(e), []).append(p)
+        for m in range(len(self.est_row)):
+            ps = by_est.get(m, [])
+            out.append(
+                {
+                    "scene_id": int(self.est_scene[m]),
+                    "im_id": int(self.est_im[m]),
+                    "obj_id": int(self.est_obj[m]),
+                    "est_id": int(self.est_id[m]),
+                    "score": float(self.est_score[m]),
+                    "errors": {int(self.pair_gt[p]): [float(err[p])] for p in ps},
+                    "gt_visib_fracts": {int(self.pair_gt[p]): float(self.pair_visib[p]) for p in ps},
+                }
+            )
+        return out
+
+
+@dataclass
+class MetricResult:
+    """Recalls of one error type.
+
+    Attributes:
+        tp: (V, T, n_obj) matched GT per variant (VSD tau; V = 1 otherwise), threshold and object.
+        n_targets: (n_obj,) valid GT per object; obj_ids: the dataset's objects.
+        tp_scene, n_targets_scene, scene_ids: the same per test scene.
+    """
+
+    name: str
+    thresholds: np.ndarray
+    taus: np.ndarray | None
+    tp: np.ndarray
+    n_targets: np.ndarray
+    obj_ids: tuple[int, ...]
+    tp_scene: np.ndarray
+    n_targets_scene: np.ndarray
+    scene_ids: tuple[int, ...]
+
+    def error_signs(self) -> list[str]:
+        """The toolkit's error folder names (``misc.get_error_signature``), one per variant."""
+        if self.taus is None:
+            return [f"error={self.name}_ntop=-1"]
+        return [f"error={self.name}_ntop=-1_delta={self.delta:.3f}_tau={t:.3f}" for t in self.taus]
+
+    delta: float = 15.0
+
+    def recalls(self) -> np.ndarray:
+        """(V, T) total recall, ``tp / targets`` as ``score.calc_recall``."""
+        tot = int(self.n_targets.sum())
+        return np.array([[int(x) / float(tot) if tot else 0.0 for x in row] for row in self.tp.sum(axis=2)])
+
+    def average_recall(self) -> float:
+        """Mean of the recalls in the toolkit's order (tau-major), as ``eval_bop19_pose.py``."""
+        return float(np.mean([float(r) for r in self.recalls().reshape(-1)]))
+
+
+def _load_depth_f32(path: Path, depth_scale: float) -> np.ndarray:
+    """The test depth as the toolkit loads it: uint16 -> float32, times ``depth_scale`` in float32."""
+    import cv2
+
+    im = cv2.imread(str(path), cv2.IMREAD_ANYDEPTH)
+    if im is None:
+        raise BopkdError(f"{path}: not a readable depth image; download the test split again")
+    return im.astype(np.float32) * np.float32(depth_scale)
+
+
+class SubmissionScorer:
+    """Computes the pose errors and recalls of one result file (see the module doc).
+
+    Args:
+        csv_path: the result file.
+        root: folder holding the BOP datasets.
+        metrics: any of ``bop19``, ``ad``, ``adi``, ``add``.
+        log: callable for progress messages.
+    """
+
+    def __init__(
+        self,
+        csv_path: str | Path,
+        root: str | Path,
+        metrics: Sequence[str] = ("bop19", "ad"),
+        log: Callable[[str], None] | None = None,
+    ):
+        from bopkd.data.dataset import BopDataset
+        from bopkd.eval.naming import parse_result_name
+
+        self.csv_path = Path(csv_path)
+        self.metrics = tuple(metrics)
+        bad = [m for m in self.metrics if m not in ALL_METRICS]
+        if bad:
+            raise BopkdError(f"unknown metric(s) {', '.join(bad)}; choose from {', '.join(ALL_METRICS)}")
+        self.log = log or (lambda m: None)
+        self.name = parse_result_name(self.csv_path)
+        self.ds = BopDataset(self.name.dataset, root)
+        self.split = self.name.split_folder
+        self.timings: dict[str, float] = {}
+        self.notes: list[str] = []
+
+    # ------------------------------------------------------------------------------------------ data
+
+    def _load(self) -> None:
+        from bopkd.eval.matching import select_top_estimates, valid_gt_mask
+        from bopkd.eval.submission import read_submission_arrays
+
+        t0 = _time.perf_counter()
+        ds = self.ds
+        self.arrays = a = read_submission_arrays(self.csv_path, obj_ids=ds.obj_ids)
+        self.targets = [(t.scene_id, t.im_id, t.obj_id, t.inst_count) for t in ds.targets]
+        rows, est_id = select_top_estimates(a["scene_id"], a["im_id"], a["obj_id"], a["score"], self.targets)
+        # Per target image: its GT, validity, camera.
+        im_targets: dict[tuple[int, int], dict[int, int]] = {}
+        for s, i, o, c in self.targets:
+            im_targets.setdefault((s, i), {})[o] = c
+        self.im_targets = im_targets
+        self.gt: dict[tuple[int, int], list] = {}
+        self.gt_visib: dict[tuple[int, int], np.ndarray] = {}
+        self.gt_valid: dict[tuple[int, int], np.ndarray] = {}
+        self.K: dict[tuple[int, int], np.ndarray] = {}
+        self.depth_scale: dict[tuple[int, int], float] = {}
+        for s, i in im_targets:
+            gts = ds.scene_gt(self.split, s).get(i)
+            infos = ds.scene_gt_info(self.split, s).get(i)
+            cam = ds.scene_camera(self.split, s).get(i)
+            if gts is None or infos is None or cam is None:
+                raise BopkdError(
+                    f"{ds.scene_dir(self.split, s)}: image {i} is a test target but has no GT, GT info or camera; "
+                    f"download the test split again"
+                )
+            self.gt[(s, i)] = gts
+            self.gt_visib[(s, i)] = np.array([g.visib_fract for g in infos], np.float64)
+            self.gt_valid[(s, i)] = valid_gt_mask(
+                [g.obj_id for g in gts], self.gt_visib[(s, i)], im_targets[(s, i)]
+            )
+            self.K[(s, i)] = cam.K
+            self.depth_scale[(s, i)] = cam.depth_scale
+        # Evaluated estimates (only those of target images/objects are selected) and their pairs.
+        pe, pg, pv = [], [], []
+        for m, r in enumerate(rows):
+            key = (int(a["scene_id"][r]), int(a["im_id"][r]))
+            o = int(a["obj_id"][r])
+            for g, gt in enumerate(self.gt[key]):
+                if gt.obj_id == o:
+                    pe.append(m)
+                    pg.append(g)
+                    pv.append(self.gt_visib[key][g])
+        self.pairs = PairTable(
+            est_row=rows,
+            est_scene=a["scene_id"][rows],
+            est_im=a["im_id"][rows],
+            est_obj=a["obj_id"][rows],
+            est_id=est_id,
+            est_score=a["score"][rows],
+            pair_est=np.array(pe, np.int64),
+            pair_gt=np.array(pg, np.int64),
+            pair_visib=np.array(pv, np.float64),
+        )
+        p = self.pairs
+        r_pair = p.est_row[p.pair_est]
+        self.pair_Re = a["R"][r_pair]
+        self.pair_te = a["t"][r_pair]
+        self.pair_obj = p.est_obj[p.pair_est]
+        keys = list(zip(p.est_scene[p.pair_est].tolist(), p.est_im[p.pair_est].tolist(), strict=True))
+        self.pair_key = keys
+        self.pair_Rg = np.array(
+            [self.gt[k][g].R for k, g in zip(keys, p.pair_gt.tolist(), strict=True)]
+        ).reshape(-1, 3, 3)
+        self.pair_tg = np.array(
+            [self.gt[k][g].t for k, g in zip(keys, p.pair_gt.tolist(), strict=True)]
+        ).reshape(-1, 3)
+        self.pair_valid = np.array(
+            [self.gt_valid[k][g] for k, g in zip(keys, p.pair_gt.tolist(), strict=True)], dtype=bool
+        ).reshape(-1)
+        self.infos = ds.models_info(eval=True)
+        missing = sorted({int(o) for o in self.pair_obj} - set(self.infos))
+        if missing:
+            raise BopkdError(
+                f"{ds.models_dir(eval=True) / 'models_info.json'}: no entry for object(s) {missing}; download the models again"
+            )
+        self.timings["load"] = _time.perf_counter() - t0
+
+    def _model(self, obj_id: int):
+        return self.ds.model(int(obj_id), eval=True)
+
+    # ---------------------------------------------------------------------------------------- errors
+
+    def _by_object(self):
+        for o in np.unique(self.pair_obj):
+            yield int(o), np.flatnonzero(self.pair_obj == o)
+
+    def compute_mssd_mspd(self) -> None:
+        from bopkd.eval.pose_error import mspd, mssd, spheres_overlap
+        from bopkd.geometry.symmetry import symmetry_transforms
+
+        t0 = _time.perf_counter()
+        P = len(self.pairs.pair_est)
+        e_mssd = np.full(P, np.inf)
+        e_mspd = np.full(P, np.inf)
+        Ks = np.array([self.K[k] for k in self.pair_key]).reshape(-1, 3, 3)
+        for o, idx in self._by_object():
+            info = self.infos[o]
+            pts = self._model(o).pts
+            sR, st = symmetry_transforms(info, MAX_SYM_DISC_STEP)
+            ok = idx[spheres_overlap(self.pair_te[idx], self.pair_tg[idx], info.diameter)]
+            if len(ok):
+                e_mssd[ok] = mssd(
+                    self.pair_Re[ok], self.pair_te[ok], self.pair_Rg[ok], self.pair_tg[ok], pts, sR, st
+                )
+            e_mspd[idx] = mspd(
+                self.pair_Re[idx],
+                self.pair_te[idx],
+                self.pair_Rg[idx],
+                self.pair_tg[idx],
+                Ks[idx],
+                pts,
+                sR,
+                st,
+            )
+        self.pairs.errors["mssd"] = e_mssd
+        self.pairs.errors["mspd"] = e_mspd
+        self.timings["mssd+mspd"] = _time.perf_counter() - t0
+
+    def compute_ad(self, kinds: Sequence[str]) -> None:
+        from bopkd.eval.pose_error import add, adi, model_tree, spheres_overlap
+
+        t0 = _time.perf_counter()
+        P = len(self.pairs.pair_est)
+        out = {k: np.full(P, np.inf) for k in kinds}
+        sym_ids = set(self.ds.spec.symmetric_obj_ids)
+        for o, idx in self._by_object():
+            info = self.infos[o]
+            pts = self._model(o).pts
+            ok = idx[spheres_overlap(self.pair_te[idx], self.pair_tg[idx], info.diameter)]
+            if not len(ok):
+                continue
+            args = (self.pair_Re[ok], self.pair_te[ok], self.pair_Rg[ok], self.pair_tg[ok], pts)
+            need_adi = "adi" in kinds or ("ad" in kinds and o in sym_ids)
+            need_add = "add" in kinds or ("ad" in kinds and o not in sym_ids)
+            e_adi = adi(*args, tree=model_tree(pts)) if need_adi else None
+            e_add = add(*args) if need_add else None
+            if "adi" in kinds:
+                out["adi"][ok] = e_adi
+            if "add" in kinds:
+                out["add"][ok] = e_add
+            if "ad" in kinds:
+                out["ad"][ok] = e_adi if o in sym_ids else e_add
+        self.pairs.errors.update(out)
+        self.timings["ad"] = _time.perf_counter() - t0
+
+    def compute_vsd(self) -> None:
+        from bopkd.eval.pose_error import sphere_projections_overlap
+        from bopkd.eval.raster import ToolkitDepthRenderer
+        from bopkd.eval.vsd import pixel_rays, vsd_from_renders
+
+        t0 = _time.perf_counter()
+        p = self.pairs
+        P = len(p.pair_est)
+        errs = np.ones((P, len(VSD_TAUS)))
+        W, H = self.ds.spec.im_size
+        ren = ToolkitDepthRenderer(W, H)
+        delta = float(self.ds.spec.vsd_delta)
+        need = np.zeros(P, bool)
+        for o, idx in self._by_object():
+            r = 0.5 * self.infos[o].diameter
+            need[idx] = sphere_projections_overlap(self.pair_te[idx], self.pair_tg[idx], r)
+            if need[idx].any():
+                m = self._model(o)
+                ren.add_object(o, m.pts, m.faces)
+        by_image: dict[tuple[int, int], list[int]] = {}
+        for q in np.flatnonzero(need):
+            by_image.setdefault(self.pair_key[q], []).append(int(q))
+        n_renders = 0
+        for key, qs in by_image.items():
+            s, i = key
+            K = self.K[key]
+            depth = _load_depth_f32(self.ds.depth_path(self.split, s, i), self.depth_scale[key])
+            if depth.shape != (H, W):
+                raise BopkdError(
+                    f"{self.ds.depth_path(self.split, s, i)}: depth image is {depth.shape[1]}x{depth.shape[0]}, "
+                    f"the dataset's image size is {W}x{H}; download the test split again"
+                )
+            rays = pixel_rays(K, W, H)
+            gt_cache: dict[int, object] = {}
+            est_cache: dict[int, object] = {}
+            for q in qs:
+                o = int(self.pair_obj[q])
+                g = int(p.pair_gt[q])
+                m = int(p.pair_est[q])
+                if g not in gt_cache:
+                    gt_cache[g] = ren.render(o, self.pair_Rg[q], self.pair_tg[q], K)
+                    n_renders += 1
+                if m not in est_cache:
+                    est_cache[m] = ren.render(o, self.pair_Re[q], self.pair_te[q], K)
+                    n_renders += 1
+                errs[q] = vsd_from_renders(
+                    depth, gt_cache[g], est_cache[m], K, delta, VSD_TAUS, self.infos[o].diameter, rays
+                )
+        p.errors["vsd"] = errs
+        self.n_renders = n_renders
+        self.timings["vsd"] = _time.perf_counter() - t0
+
+    # --------------------------------------------------------------------------------------- scoring
+
+    def matching_problem(self):
+        from bopkd.eval.matching import MatchingProblem
+
+        p = self.pairs
+        M = len(p.est_row)
+        gkeys = np.stack([p.est_scene, p.est_im, p.est_obj], axis=1) if M else np.zeros((0, 3), np.int64)
+        # Estimates are grouped and score-sorted already; group index by run of equal keys.
+        new = np.ones(M, bool)
+        if M > 1:
+            new[1:] = np.any(gkeys[1:] != gkeys[:-1], axis=1)
+        group = np.cumsum(new) - 1
+        n_groups = int(group[-1] + 1) if M else 0
+        starts = np.flatnonzero(new)
+        est_rank = np.arange(M) - starts[group] if M else np.zeros(0, np.int64)
+        group_n_est = np.bincount(group, minlength=n_groups) if M else np.zeros(0, np.int64)
+        group_obj = gkeys[starts, 2] if M else np.zeros(0, np.int64)
+        self.group_scene = gkeys[starts, 0] if M else np.zeros(0, np.int64)
+        group_n_gt = np.zeros(n_groups, np.int64)
+        pair_group = group[p.pair_est]
+        pair_col = np.zeros(len(p.pair_est), np.int64)
+        for gi in range(n_groups):
+            s, i, o = (int(v) for v in gkeys[starts[gi]])
+            gt_ids = [g for g, gt in enumerate(self.gt[(s, i)]) if gt.obj_id == o]
+            group_n_gt[gi] = len(gt_ids)
+        # Column of each pair's GT within its group (gt_id order).
+        for gi in np.unique(pair_group):
+            sel = np.flatnonzero(pair_group == gi)
+            _, col = np.unique(p.pair_gt[sel], return_inverse=True)
+            pair_col[sel] = col.reshape(-1)
+        obj_ids = tuple(int(o) for o in self.ds.obj_ids)
+        n_targets = np.zeros(len(obj_ids), np.int64)
+        index = {o: k for k, o in enumerate(obj_ids)}
+        for key, valid in self.gt_valid.items():
+            for g, gt in enumerate(self.gt[key]):
+                if valid[g] and gt.obj_id in index:
+                    n_targets[index[gt.obj_id]] += 1
+        return MatchingProblem(
+            n_groups=n_groups,
+            group_obj=group_obj,
+            group_n_est=group_n_est,
+            group_n_gt=group_n_gt,
+            pair_group=pair_group,
+            pair_est=est_rank[p.pair_est],
+            pair_gt=pair_col,
+            pair_valid=self.pair_valid,
+            obj_ids=obj_ids,
+            n_targets=n_targets,
+        )
+
+    def normalised(self, error_type: str) -> np.ndarray:
+        """Errors as ``eval_calc_scores.py`` thresholds them (divided by the diameter, or scaled to 640 px)."""
+        e = self.pairs.errors[error_type]
+        if error_type in ("mssd", *AD_METRICS):
+            diam = np.array([float(self.infos[int(o)].diameter) for o in self.pair_obj])
+            return e / diam
+        if error_type == "mspd":
+            return (640.0 / float(self.ds.spec.im_size[0])) * e
+        return e
+
+    def run(self) -> dict:
+        """Compute everything asked for; returns the results dict (see :func:`score_submissions`)."""
+        t_start = _time.perf_counter()
+        self._load()
+        a = self.arrays
+        has_depth = self.ds.has_depth(self.split)
+        want_bop19 = "bop19" in self.metrics
+        ad_kinds = [m for m in AD_METRICS if m in self.metrics]
+        if want_bop19:
+            self.compute_mssd_mspd()
+            if has_depth:
+                self.compute_vsd()
+            else:
+                self.notes.append(
+                    f"VSD skipped: {self.ds.path / self.split} has no depth images; MSSD and MSPD are exact, "
+                    f"bop19_average_recall_vsd and bop19_average_recall are null"
+                )
+        if ad_kinds:
+            self.compute_ad(ad_kinds)
+        t0 = _time.perf_counter()
+        problem = self.matching_problem()
+        results: dict[str, MetricResult] = {}
+        specs = []
+        if want_bop19:
+            if has_depth:
+                specs.append(("vsd", VSD_THRESHOLDS, VSD_TAUS))
+            specs += [("mssd", MSSD_THRESHOLDS, None), ("mspd", MSPD_THRESHOLDS, None)]
+        specs += [(k, np.array([AD_THRESHOLD]), None) for k in ad_kinds]
+        scene_ids = tuple(sorted(set(self.ds.spec.test_scene_ids) | {s for s, _ in self.gt}))
+        s_index = {s: k for k, s in enumerate(scene_ids)}
+        group_scene = np.array([s_index[int(s)] for s in self.group_scene], np.int64)
+        n_t_scene = np.zeros(len(scene_ids), np.int64)
+        for (s, _), valid in self.gt_valid.items():
+            n_t_scene[s_index[s]] += int(np.count_nonzero(valid))
+        for name, ths, taus in specs:
+            tpg = problem.group_true_positives(self.normalised(name), ths)
+            tp = problem.per_object(tpg)
+            tp_scene = np.zeros((*tpg.shape[:2], len(scene_ids)), np.int64)
+            np.add.at(tp_scene.transpose(2, 0, 1), group_scene, tpg.transpose(2, 0, 1))
+            results[name] = MetricResult(
+                name,
+                ths,
+                taus,
+                tp,
+                problem.n_targets,
+                problem.obj_ids,
+                tp_scene,
+                n_t_scene,
+                scene_ids,
+                delta=float(self.ds.spec.vsd_delta),
+            )
+        self.timings["matching"] = _time.perf_counter() - t0
+        self.timings["total"] = _time.perf_counter() - t_start
+        out = {
+            "result_name": str(self.name),
+            "csv": str(self.csv_path),
+            "dataset": self.name.dataset,
+            "engine": "bopkd",
+            "n_estimates": int(len(a["score"])),
+            "n_evaluated": int(len(self.pairs.est_row)),
+            "n_targets": int(problem.n_targets.sum()),
+            "metrics": results,
+            "average_time_per_image": average_time_per_image(a["scene_id"], a["im_id"], a["time"]),
+            "has_depth": has_depth,
+            "notes": list(self.notes),
+            "timings": dict(self.timings),
+            "gt_count": int(sum(len(v) for v in self.gt.values())),
+            "scene_ids": sorted({s for s, _ in self.gt}),
+        }
+        if want_bop19:
+            out["scores_bop19"] = bop19_scores(results, out["average_time_per_image"])
+        return out
+
+
+def bop19_scores(results: dict[str, MetricResult], average_time: float) -> dict:
+    """The toolkit's ``scores_bop19.json`` keys (VSD and AR None when VSD was not computed)."""
+    ar = {k: (results[k].average_recall() if k in results else None) for k in ("vsd", "mssd", "mspd")}
+    s = {f"bop19_average_recall_{k}": v for k, v in ar.items()}
+    s["bop19_average_recall"] = (
+        float(np.mean([ar["vsd"], ar["mssd"], ar["mspd"]])) if ar["vsd"] is not None else None
+    )
+    s["bop19_average_time_per_image"] = float(average_time)
+    if ar["vsd"] is None and ar["mssd"] is not None:
+        s["bop19_average_recall_mssd_mspd"] = float(np.mean([ar["mssd"], ar["mspd"]]))
+    return s
+
+
+def score_submissions(
+    csv_paths: Sequence[str | Path],
+    root: str | Path,
+    out_dir: str | Path = "results/scores",
+    metrics: Sequence[str] = ("bop19", "ad"),
+    engine: str = "bopkd",
+    log: Callable[[str], None] | None = None,
+) -> dict[str, dict]:
+    """Score result CSVs and write ``out_dir/<result name>/`` (see :mod:`bopkd.eval.scores_io`).
+
+    Args:
+        csv_paths: result files named ``METHOD_DATASET-SPLIT[-SPLITTYPE][_SUFFIX].csv``.
+        root: folder that holds the datasets.
+        out_dir: output folder (default ``results/scores``).
+        metrics: ``bop19`` (AR: VSD, MSSD, MSPD), ``ad`` (ADD(-S)), ``adi``, ``add``.
+        engine: ``bopkd`` (this module) or ``bop_toolkit`` (:mod:`bopkd.eval.toolkit_engine`).
+
+    Returns:
+        result name -> dict with ``scores_bop19`` (the toolkit's keys), ``metrics`` (name ->
+        :class:`MetricResult`), ``average_time_per_image``, ``notes``, ``timings``, ``files`` (written
+        paths) and counts.
+    """
+    from bopkd.eval.scores_io import write_outputs
+
+    if engine == "bop_toolkit":
+        try:
+            from bopkd.eval.toolkit_engine import score_with_toolkit
+        except ImportError as e:  # pragma: no cover - the module ships with bopkd
+            raise BopkdError(f"--engine bop_toolkit is not available ({e}); use --engine bopkd") from None
+        recs = score_with_toolkit(list(csv_paths), root, out_dir, ad="ad" in metrics or "adi" in metrics)
+        return {r["result_name"]: r for r in recs}
+    if engine != "bopkd":
+        raise BopkdError(f"unknown engine {engine!r}; use bopkd or bop_toolkit")
+    out: dict[str, dict] = {}
+    for csv in csv_paths:
+        res = SubmissionScorer(csv, root, metrics, log=log).run()
+        res["files"] = [str(p) for p in write_outputs(res, out_dir)]
+        out[res["result_name"]] = res
+    return out
