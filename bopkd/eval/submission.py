@@ -240,6 +240,15 @@ def rotation_errors(R: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return orth, np.linalg.det(R)
 
 
+def _image_keys(scene_id: np.ndarray, im_id: np.ndarray) -> np.ndarray:
+    """One int64 per (scene_id, im_id) (1-D np.unique is much faster than unique rows); ids are >= 0."""
+    scene = np.asarray(scene_id, dtype=np.int64)
+    im = np.asarray(im_id, dtype=np.int64)
+    if len(im) and (im.max() >= 2**32 or scene.max() >= 2**31):
+        return np.unique(np.stack([scene, im], axis=1), axis=0, return_inverse=True)[1].reshape(-1)
+    return (scene << 32) | im
+
+
 def first_inconsistent_time(
     scene_id: np.ndarray, im_id: np.ndarray, time: np.ndarray
 ) -> tuple[int, int] | None:
@@ -249,8 +258,7 @@ def first_inconsistent_time(
     """
     if len(time) == 0:
         return None
-    keys = np.stack([np.asarray(scene_id), np.asarray(im_id)], axis=1)
-    _, inv = np.unique(keys, axis=0, return_inverse=True)
+    _, inv = np.unique(_image_keys(scene_id, im_id), return_inverse=True)
     inv = inv.reshape(-1)
     first = np.full(inv.max() + 1, len(time), dtype=np.int64)
     np.minimum.at(first, inv, np.arange(len(time)))
@@ -270,9 +278,7 @@ def average_time_per_image(scene_id: np.ndarray, im_id: np.ndarray, time: np.nda
     time = np.asarray(time, dtype=np.float64)
     if len(time) == 0 or (time < 0).any():
         return -1.0
-    _, first = np.unique(
-        np.stack([np.asarray(scene_id), np.asarray(im_id)], axis=1), axis=0, return_index=True
-    )
+    _, first = np.unique(_image_keys(scene_id, im_id), return_index=True)
     return float(np.mean(time[first]))
 
 

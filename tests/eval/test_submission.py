@@ -317,3 +317,23 @@ def test_real_file_round_trips(results_dir, tmp_path):
     out = tmp_path / src.name
     write_submission(out, ests)
     assert read_submission(out) == ests
+
+
+@pytest.mark.parametrize("big", [0, 2**40])
+def test_time_consistency_per_image_with_any_ids(big):
+    a = {
+        "scene_id": np.array([1, 1, 2, 1], dtype=np.int64),
+        "im_id": np.array([5, 6, 5, 5], dtype=np.int64) + big,
+        "obj_id": np.array([1, 1, 1, 1], dtype=np.int64),
+        "score": np.ones(4),
+        "R": np.tile(np.eye(3), (4, 1, 1)),
+        "t": np.zeros((4, 3)),
+        "time": np.array([0.5, 0.7, 0.9, 0.5]),
+    }
+    sub.validate_arrays(a)  # three images, each with one time
+    a["time"][3] = 0.6
+    with pytest.raises(BopkdError, match=r"row 3: column time: 0.6 differs from 0.5 on row 0"):
+        sub.validate_arrays(a)
+    assert sub.average_time_per_image(
+        a["scene_id"], a["im_id"], np.array([0.5, 0.7, 0.9, 0.5])
+    ) == pytest.approx(0.7)
