@@ -218,8 +218,8 @@ class FKD(KDMethod):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Unweighted (feature, attention, non-local) losses of one level."""
         T = self.cfg.temperature
-        ft = ft.detach()
-        fa = self.adapters[str(s)](fs)
+        ft = ft.detach().float()  # losses in float32 even under autocast
+        fa = self.adapters[str(s)](fs).float()
         sa_s, sa_t = spatial_attention(fa, T), spatial_attention(ft, T)
         ca_s, ca_t = channel_attention(fa, T), channel_attention(ft, T)
         mask = ((sa_s + sa_t) / 2).detach()
@@ -227,8 +227,8 @@ class FKD(KDMethod):
             mask = mask * ((ca_s + ca_t) / 2).detach()
         feat = _l2((ft - fa).pow(2) * mask)
         att = F.l1_loss(sa_s, sa_t) + F.l1_loss(ca_s, ca_t)
-        rs = self.nl_adapters[str(s)](self.student_nl[str(s)](fs))
-        rt = self.teacher_nl[str(s)](ft)
+        rs = self.nl_adapters[str(s)](self.student_nl[str(s)](fs)).float()
+        rt = self.teacher_nl[str(s)](ft).float()
         nl = _l2((rt - rs).pow(2))
         return feat, att, nl
 

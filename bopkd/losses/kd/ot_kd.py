@@ -134,7 +134,7 @@ class OTKD(KDMethod):
     def problems(self, s: dict, batch: dict, t: dict) -> OTProblems | None:
         """Gather the student's and teacher's weighted keypoint sets of every instance (vectorised)."""
         cfg: OTKDConfig = self.cfg
-        kpts = s["kpts"]
+        kpts = s["kpts"].float()  # float32 even under autocast
         device = kpts.device
         inst = flatten_instances(batch, device)
         G = inst.n
@@ -147,7 +147,7 @@ class OTKD(KDMethod):
         # student: positive cells of each instance
         gid = inst.offset[pb] + po
         xs = normalise_points(kpts[pb, pc, pcls], pb, M)  # (P, 8, 2)
-        ws = torch.sigmoid(s["cls_logits"][pb, pc, pcls])
+        ws = torch.sigmoid(s["cls_logits"][pb, pc, pcls].float())
         if cfg.score_clamp > 0:
             ws = ws.clamp(cfg.score_clamp, 1.0 - cfg.score_clamp)
         if cfg.detach_scores:
@@ -157,7 +157,7 @@ class OTKD(KDMethod):
         num, lam = self.inference_budget()
         num = cfg.num_cells if cfg.num_cells is not None else num
         lam = cfg.positive_lambda if cfg.positive_lambda is not None else lam
-        t_logits, t_kpts = t["cls_logits"].detach(), t["kpts"].detach()
+        t_logits, t_kpts = t["cls_logits"].detach().float(), t["kpts"].detach().float()
         region = None
         if cfg.teacher_region == "mask":
             region = instance_region(batch, inst, t["anchors"]["centers"], tuple(t["image_size"]))

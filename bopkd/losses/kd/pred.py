@@ -80,7 +80,7 @@ class PredKD(KDMethod):
     ) -> dict[str, torch.Tensor]:
         cfg: PredKDConfig = self.cfg
         t = require_teacher(self.name, teacher_out)
-        kpts = student_out["kpts"]
+        kpts = student_out["kpts"].float()  # float32 even under autocast
         device = kpts.device
         asg = self.assignment(student_out, batch)
         pb, pc, pcls = (asg[k].to(device) for k in ("pos_batch", "pos_cell", "pos_cls"))
@@ -95,6 +95,6 @@ class PredKD(KDMethod):
         ut = normalise_points(t["kpts"].detach()[pb, tcell, pcls].to(kpts.dtype), pb, M)
         per_cell = F.smooth_l1_loss(us, ut, beta=cfg.beta, reduction="none").mean(dim=(1, 2))
         if cfg.teacher_weighted:
-            w = torch.sigmoid(t["cls_logits"].detach()[pb, tcell, pcls].to(kpts.dtype))
+            w = torch.sigmoid(t["cls_logits"].detach()[pb, tcell, pcls].float())
             per_cell = per_cell * w
         return {"kd_pred": cfg.weight * per_cell.sum() / P}

@@ -316,8 +316,27 @@ def build_kd(
     return method
 
 
+def build_kd_loss(cfg: Any, model: torch.nn.Module, teacher: torch.nn.Module | None) -> KDMethod:
+    """The distillation loss callable of a training run (the hook of ``bopkd.train.trainer.build_loss_fns``).
+
+    Args:
+        cfg: the run config (``RunConfig``): ``cfg.kd.method``, ``cfg.kd.weight`` (None: the method's
+            default), ``cfg.kd.options`` (fields of the method's config) and ``cfg.loss`` (positive cells).
+        model: the student; teacher: the frozen teacher.
+    Returns:
+        the method module; its parameters (FKD's adapters) are to be optimised and checkpointed.
+    """
+    kd = cfg.kd
+    weight = getattr(kd, "weight", None)
+    spec = make_spec(kd.method, getattr(kd, "options", None) or None, weight, source="kd config")
+    return build_kd(
+        spec, student=model, teacher=teacher, loss_cfg=getattr(cfg, "loss", None), source="kd config"
+    )
+
+
 __all__ = [
     "REGISTRY",
+    "build_kd_loss",
     "KDEntry",
     "KDSpec",
     "NoKD",

@@ -330,3 +330,16 @@ def test_needs_teacher_and_validates_config(kd_synth):
         OTKDConfig(teacher_region="box").validate()
     with pytest.raises(BopkdError, match="scaling"):
         OTKDConfig(scaling=1.5).validate()
+
+
+def test_teacher_selection_equals_inference_decode_for_one_instance_per_class(kd_synth):
+    # with one instance per class and no region restriction, the teacher's cells are those of inference
+    decode = pytest.importorskip("bopkd.models.decode").decode
+    _, t, batch, _ = scene(kd_synth)
+    t["cls_logits"] = torch.randn_like(t["cls_logits"], generator=torch.Generator().manual_seed(7)) * 2.0
+    inst = flatten_instances(batch, torch.device("cpu"))
+    g, c, sc = select_teacher_cells(t["cls_logits"], t["kpts"], t["anchors"], inst, None, 0.1, 10, 1.0)
+    dets = decode(t, score_th=0.1, num_cells=10, positive_lambda=1.0)
+    for gi in range(inst.n):
+        b, k = int(inst.img[gi]), int(inst.cls[gi])
+        assert sorted(c[g == gi].tolist()) == sorted(dets[b][k].cells.tolist())

@@ -1,0 +1,201 @@
+"""Training-step time of every distillation method relative to direct student training (``--kd none``).
+
+For one batch of a small synthetic BOP dataset (rendered into a temporary folder, loaded through the
+training data pipeline with augmentation), it times a full training step (student forward, task loss,
+distillation terms, backward, AdamW step) for each method of the registry:
+
+* ``step``: without the teacher's forward (teacher outputs computed once beforehand);
+* ``step+T``: with the teacher's forward inside the step, as in training.
+
+and prints the ratios to ``none`` (``step / none``), to the teacher-forward-inclusive baseline
+(``step+T / (none + teacher forward)``), and the OT-vs-pred ratio. Goal of the issue: ``ot`` adds at
+most 15 % over ``pred`` or over the teacher-forward-inclusive baseline.
+
+The networks are untrained; so that the teacher has confident cells (an untrained one has none and
+the OT loss would have nothing to do), its classification bias is raised to give every cell a score of
+``--teacher-score`` (0.7): the teacher then contributes, per instance, the most confident cells per
+level as at inference (about ``positive_num`` = 10), as a trained teacher does.
+
+Usage::
+
+    python benchmarks/kd_step.py                        # tiny-cpu student, darknet-tiny teacher, 320x240, B=4
+    python benchmarks/kd_step.py --student darknet-tiny-h --teacher darknet53 --iters 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+
+def build_batch(tmp: Path, size: tuple[int, int], batch: int, seed: int) -> tuple[dict, list[int]]:
+    from bopkd.data.augment import AugmentConfig
+    from bopkd.data.collate import collate_batch
+    from bopkd.data.synth import SynthConfig, build_synthetic_dataset
+    from bopkd.data.torch_dataset import BopTorchDataset, DataConfig
+
+    cfg = SynthConfig(
+        name="kdbench",
+        root=str(tmp),
+        train=batch,
+        test=0,
+        width=size[0],
+        height=size[1],
+        seed=seed,
+        objects_per_image=(2, 4),
+    )
+    build_synthetic_dataset(cfg)
+    from bopkd.data.dataset import BopDataset
+
+    obj_ids = list(BopDataset("kdbench", tmp).obj_ids)
+    ds = BopTorchDataset(
+        DataConfig(dataset="kdbench", root=str(tmp), split="train_pbr", num_workers=0),
+        obj_ids,
+        train=True,
+        augment=AugmentConfig(),
+        seed=seed,
+    )
+    items = [ds[(i, 0)] for i in range(min(batch, len(ds)))]  # (index, epoch) keys seed the augmentation
+    return collate_batch(items), obj_ids
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--student", default="tiny-cpu")
+    ap.add_argument("--teacher", default="darknet-tiny")
+    ap.add_argument("--size", default="320x240", help="input WxH")
+    ap.add_argument("--batch", type=int, default=4)
+    ap.add_argument("--iters", type=int, default=5, help="timed steps per method (median reported)")
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--teacher-score", type=float, default=0.7)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    W, H = (int(v) for v in args.size.lower().split("x"))
+    device = torch.device(args.device)
+
+    from bopkd.data.collate import batch_to_device
+    from bopkd.losses.kd import REGISTRY, build_kd
+    from bopkd.losses.targets import assign_targets
+    from bopkd.losses.task import LossConfig, PoseLoss
+    from bopkd.models.posenet import ModelConfig, PoseNet
+
+    with tempfile.TemporaryDirectory() as tmp:
+        batch, obj_ids = build_batch(Path(tmp), (W, H), args.batch, args.seed)
+    batch = batch_to_device(batch, device)
+    n_obj = sum(int(o["cls"].numel()) for o in batch["objects"])
+
+    torch.manual_seed(args.seed)
+    student = PoseNet(ModelConfig(obj_ids=obj_ids, backbone=args.student)).to(device).train()
+    teacher = PoseNet(ModelConfig(obj_ids=obj_ids, backbone=args.teacher)).to(device)
+    with torch.no_grad():
+        p = args.teacher_score
+        teacher.head.cls_logits.bias.fill_(math.log(p / (1 - p)))
+    teacher.eval().requires_grad_(False)
+    init_state = {k: v.clone() for k, v in student.state_dict().items()}
+    loss_cfg = LossConfig()
+    task = PoseLoss(loss_cfg)
+    gen = torch.Generator().manual_seed(args.seed)
+    assignment = assign_targets(student.anchors((H, W), device), batch, loss_cfg, gen)
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def teacher_forward():
+        with torch.no_grad():
+            return teacher(batch["images"])
+
+    # Every variant (method x with/without the teacher forward) runs once per round, round-robin, so that
+    # a busy machine slows all of them alike; the median over rounds is reported.
+    variants = [("teacher-forward", None, True)]
+    methods = {}
+    for name in REGISTRY:
+        student.load_state_dict(init_state)
+        m = build_kd(
+            name, student=student, teacher=None if name == "none" else teacher, loss_cfg=loss_cfg
+        ).to(device)
+        opt = torch.optim.AdamW(list(student.parameters()) + list(m.parameters()), lr=1e-6)
+        methods[name] = (m, opt)
+        variants += [(name, False, None), (name, True, None)] if name != "none" else [(name, False, None)]
+    fixed_t_out = teacher_forward()
+    b = dict(batch, assignment=assignment)
+    times: dict = {}
+    kd_times: dict = {}
+    kd_terms: dict = {}
+    for rnd in range(args.warmup + args.iters):
+        for name, with_teacher, only_teacher in variants:
+            sync()
+            t0 = time.perf_counter()
+            if only_teacher:
+                teacher_forward()
+                sync()
+                if rnd >= args.warmup:
+                    times.setdefault((name, None), []).append(time.perf_counter() - t0)
+                continue
+            method, opt = methods[name]
+            t_out = None
+            if name != "none":
+                t_out = teacher_forward() if with_teacher else fixed_t_out
+            out = student(b["images"])
+            terms = dict(task(out, b, assignment=assignment))
+            sync()
+            tk = time.perf_counter()
+            kd = method(out, b, t_out)
+            sync()
+            dk = time.perf_counter() - tk
+            terms.update(kd)
+            total = torch.stack(list(terms.values())).sum()
+            opt.zero_grad(set_to_none=True)
+            total.backward()
+            opt.step()
+            sync()
+            if rnd >= args.warmup:
+                times.setdefault((name, with_teacher), []).append(time.perf_counter() - t0)
+                kd_times.setdefault(name, []).append(dk)
+                kd_terms[name] = {k: float(v.detach()) for k, v in kd.items()}
+    results = {k: statistics.median(v) for k, v in times.items()}
+    t_teacher_med = results[("teacher-forward", None)]
+    kd_only = {k: (statistics.median(v), kd_terms[k]) for k, v in kd_times.items()}
+
+    base = results[("none", False)]
+    base_t = base + t_teacher_med
+    print(
+        f"# device {device} ({torch.get_num_threads()} threads), student {args.student}, teacher {args.teacher}, "
+        f"input {W}x{H}, batch {args.batch}, {n_obj} objects, {assignment['num_pos']} positive cells, "
+        f"median of {args.iters} steps"
+    )
+    print(
+        f"# teacher forward: {1000 * t_teacher_med:.1f} ms; direct student step (--kd none): {1000 * base:.1f} ms"
+    )
+    print(
+        f"{'method':8s} {'step ms':>9s} {'step/none':>10s} {'step+T ms':>10s} {'step+T/(none+T)':>16s} {'kd fwd ms':>10s}  kd terms"
+    )
+    for name in REGISTRY:
+        s = results[(name, False)]
+        st = results[(name, True)] if name != "none" else base_t
+        kd_ms, kd_terms = kd_only[name]
+        tv = ", ".join(f"{k}={v:.3g}" for k, v in kd_terms.items())
+        print(
+            f"{name:8s} {1000 * s:9.1f} {s / base:10.3f} {1000 * st:10.1f} {st / base_t:16.3f} {1000 * kd_ms:10.2f}  {tv}"
+        )
+    ot, pred = results[("ot", True)], results[("pred", True)]
+    ot0, pred0 = results[("ot", False)], results[("pred", False)]
+    print(
+        f"# ot vs pred: {ot / pred:.3f} with the teacher forward, {ot0 / pred0:.3f} without; "
+        f"ot vs the teacher-forward-inclusive baseline (none + teacher forward): {ot / base_t:.3f} "
+        f"(goal: <= 1.15 for either comparison)"
+    )
+
+
+if __name__ == "__main__":
+    main()
