@@ -148,6 +148,11 @@ class SynthConfig:
             self.depth_range = tuple(float(v) for v in self.depth_range)
         self.root = str(self.root)
         self.models = str(self.models)
+        # Paths count by what they point to, so a rerun from another folder finds the same settings.
+        if self.models != "procedural" and Path(self.models).exists():
+            self.models = str(Path(self.models).resolve())
+        if self.camera not in CAMERAS and Path(self.camera).exists():
+            self.camera = str(Path(self.camera).resolve())
         self.validate()
 
     def validate(self) -> None:
@@ -677,7 +682,7 @@ class ImageMaker:
             rgb[y0:y1, x0:x1][sel] = albedo * (ambient + diffuse * lambert)[:, None]
         if noise_sigma > 0:
             rgb = self.textures.add_noise(rng, rgb, noise_sigma)
-        rgb8 = np.clip(rgb + 0.5, 0, 255, out=rgb).astype(np.uint8)
+        rgb8 = cv2.add(rgb, (0.0, 0.0, 0.0, 0.0), dtype=cv2.CV_8U)  # round and saturate to 0..255
 
         # Depth as stored (uint16, depth / depth_scale) and as a reader gets it back.
         stored = np.zeros((H, W), np.uint16)
@@ -742,10 +747,16 @@ class FileWriter:
             f.result()
 
     def close(self) -> None:
+        """Wait for every pending write (raising the first error), then stop the threads."""
         try:
             self.wait()
         finally:
             self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def abort(self) -> None:
+        """Drop the writes not yet started and stop the threads (on an error or Ctrl-C elsewhere)."""
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.pending = []
 
 
 def _png_params(level: int, filt: int = cv2.IMWRITE_PNG_FILTER_NONE, rle: bool = False) -> list[int]:
@@ -925,8 +936,10 @@ def build_synthetic_dataset(
                     tick(len(indices))
                     continue
                 _write_scene(maker, writer, cfg, split, scene_dir, indices, tick)
-    finally:
-        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    writer.close()
     test_scenes = [s for s, _ in _scene_plan(cfg.test, cfg.images_per_scene)]
     bop_json.save_targets(
         ds_dir / "test_targets_bop19.json", _targets(ds_dir, test_scenes, cfg.min_visib_fract)
