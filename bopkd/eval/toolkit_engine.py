@@ -366,6 +366,9 @@ def write_layout(dest_dir: Path, rec: dict, raw: dict) -> list[Path]:
     b19.setdefault("bop19_average_recall_mspd", sc["AR_MSPD"])
     b19.setdefault("bop19_average_recall", sc["AR"])
     b19.setdefault("bop19_average_time_per_image", rec["average_time_per_image"])
+    if sc["AR"] is None and sc["AR_MSSD"] is not None and sc["AR_MSPD"] is not None:
+        # no VSD (no depth): the official AR is undefined; same extra key as bopkd's engine (scores_io)
+        b19["bop19_average_recall_mssd_mspd"] = float(np.mean([sc["AR_MSSD"], sc["AR_MSPD"]]))
     b19["engine"] = ENGINE
     written = [dest_dir / "scores_bop19.json"]
     atomic_write_json(written[-1], b19)

@@ -198,6 +198,9 @@ def test_no_depth_dataset_runs_mssd_mspd_per_threshold(fake_toolkit, lmo_sample_
     assert b19["bop19_average_recall"] is None and b19["bop19_average_recall_vsd"] is None
     assert b19["bop19_average_recall_mssd"] == rec["scores"]["AR_MSSD"]
     assert b19["bop19_average_time_per_image"] == -1.0
+    assert b19["bop19_average_recall_mssd_mspd"] == pytest.approx(
+        (rec["scores"]["AR_MSSD"] + rec["scores"]["AR_MSPD"]) / 2
+    )
     assert not (tmp_path / "o" / "results_lmo-test" / "scores_ad.json").exists()
 
 
