@@ -42,6 +42,7 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
+from functools import partial
 from pathlib import Path
 
 import cv2
@@ -553,14 +554,11 @@ class TextureBank:
         ox = int(rng.integers(self.bw - self.width + 1))
         oy = int(rng.integers(self.bh - self.height + 1))
         img = self._bg[k][oy : oy + self.height, ox : ox + self.width]
-        if rng.uniform() < 0.5:
-            img = img[:, ::-1]
-        if rng.uniform() < 0.5:
-            img = img[::-1]
-        gain = rng.uniform(0.7, 1.3, size=3).astype(np.float32)
-        return cv2.multiply(
-            np.ascontiguousarray(img), tuple(float(g) for g in gain) + (0.0,), dtype=cv2.CV_32F
-        )
+        flip = int(rng.integers(4))  # none, vertical, horizontal, both
+        if flip:
+            img = cv2.flip(img, (None, 0, 1, -1)[flip])
+        gain = rng.uniform(0.7, 1.3, size=3)
+        return cv2.multiply(img, tuple(float(g) for g in gain) + (0.0,), dtype=cv2.CV_32F)
 
     def add_noise(self, rng: np.random.Generator, img: np.ndarray, sigma: float) -> np.ndarray:
         """``img + sigma * N(0, 1)`` per pixel and channel, from a window of a noise tile."""
@@ -721,8 +719,8 @@ class FileWriter:
         self.pending: list = []
 
     @staticmethod
-    def _write(path: Path, im: np.ndarray, params: list[int]) -> None:
-        ok, buf = cv2.imencode(path.suffix, im, params)
+    def _write(path: Path, im: np.ndarray | Callable[[], np.ndarray], params: list[int]) -> None:
+        ok, buf = cv2.imencode(path.suffix, im() if callable(im) else im, params)
         if not ok:
             raise BopkdError(f"{path}: could not encode the image")
         tmp = path.with_name(f".{path.name}.tmp")
@@ -736,7 +734,8 @@ class FileWriter:
                 f"{path}: could not write ({e.strerror}); check the folder is writable and the disk has room"
             ) from None
 
-    def submit(self, path: Path, im: np.ndarray, params: list[int]) -> None:
+    def submit(self, path: Path, im: np.ndarray | Callable[[], np.ndarray], params: list[int]) -> None:
+        """Queue a write of ``im`` (or of what ``im()`` returns, computed on the writer thread)."""
         self.pending.append(self.pool.submit(self._write, path, im, params))
         if len(self.pending) > 256:
             self.wait()
@@ -757,6 +756,14 @@ class FileWriter:
         """Drop the writes not yet started and stop the threads (on an error or Ctrl-C elsewhere)."""
         self.pool.shutdown(wait=True, cancel_futures=True)
         self.pending = []
+
+
+def _full_mask(box: tuple[int, int, int, int], m: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(H, W) uint8 mask image, 255 inside: ``m`` pasted at ``box`` ``(x0, y0, x1, y1)``."""
+    full = np.zeros((height, width), np.uint8)
+    x0, y0, x1, y1 = box
+    full[y0:y1, x0:x1][m] = 255
+    return full
 
 
 def _png_params(level: int, filt: int = cv2.IMWRITE_PNG_FILTER_NONE, rle: bool = False) -> list[int]:
@@ -808,15 +815,15 @@ def _write_scene(
     for im_id, idx in enumerate(indices):
         img = maker.make(_rng(cfg.seed, split, idx), depth_scale)
         writer.submit(
-            scene_dir / "rgb" / f"{im_id:06d}.{ext}", cv2.cvtColor(img.rgb, cv2.COLOR_RGB2BGR), rgb_params
+            scene_dir / "rgb" / f"{im_id:06d}.{ext}",
+            partial(cv2.cvtColor, img.rgb, cv2.COLOR_RGB2BGR),
+            rgb_params,
         )
         writer.submit(scene_dir / "depth" / f"{im_id:06d}.png", img.depth_stored, depth_params)
         for gt_id, (box, mask, mask_visib) in enumerate(img.masks):
-            x0, y0, x1, y1 = box
             for sub, m in (("mask", mask), ("mask_visib", mask_visib)):
-                full = np.zeros((H, W), np.uint8)
-                full[y0:y1, x0:x1][m] = 255
-                writer.submit(scene_dir / sub / f"{im_id:06d}_{gt_id:06d}.png", full, mask_params)
+                path = scene_dir / sub / f"{im_id:06d}_{gt_id:06d}.png"
+                writer.submit(path, partial(_full_mask, box, m, H, W), mask_params)
         cams[im_id] = Camera(K=maker.cam.K, depth_scale=depth_scale, R_w2c=img.R_w2c, t_w2c=img.t_w2c)
         gts[im_id] = img.gts
         infos[im_id] = img.infos
