@@ -251,11 +251,7 @@ def make_spec(
     """Validate a method name, its options and an optional ``--kd-weight`` into a :class:`KDSpec`."""
     e = get_entry(method, source)
     cfg = config_from_dict(e.config_cls, options, source)
-    if weight is not None:
-        if e.set_weight is None:
-            raise BopkdError(
-                f"{source}: --kd-weight has no effect with --kd {e.name}: drop it or choose a distillation method"
-            )
+    if weight is not None and e.set_weight is not None:  # "none" has no weight: ignored
         try:
             w = float(weight)
         except (TypeError, ValueError):
@@ -304,7 +300,6 @@ def build_kd(
     if isinstance(spec, str):
         spec = make_spec(spec, None, weight, source)
     elif weight is not None:
-        e = get_entry(spec.method, source)
         spec = make_spec(spec.method, config_to_dict(spec.config), weight, source)
     e = get_entry(spec.method, source)
     if e.needs_teacher and teacher is None:
