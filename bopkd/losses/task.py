@@ -117,14 +117,23 @@ class PoseLoss:
             assignment = assign_targets(outputs, batch, cfg, generator)
         self.last_assignment = assignment
         logits, kpts = outputs["cls_logits"], outputs["kpts"]
+        # computed in float32 even under autocast (bf16/fp16 outputs): the ray projection divides
+        # millimetre-scale products and the focal loss takes logs of small probabilities
+        with torch.autocast(device_type=logits.device.type, enabled=False):
+            return self._compute(logits.float(), kpts, batch, assignment)
+
+    def _compute(
+        self, logits: torch.Tensor, kpts: torch.Tensor, batch: dict, assignment: dict
+    ) -> dict[str, torch.Tensor]:
+        cfg = self.cfg
         num_pos = max(assignment["num_pos"], 1)
         loss_cls = focal_loss(logits, assignment["labels"], cfg.focal_alpha, cfg.focal_gamma) / num_pos
         if assignment["num_pos"] > 0:
             pb, pc, pk = assignment["pos_batch"], assignment["pos_cell"], assignment["pos_cls"]
-            pred = kpts[pb, pc, pk]  # (P, 8, 2)
+            pred = kpts[pb, pc, pk].float()  # (P, 8, 2)
             gt = gather_positive_targets(batch, assignment, kpts.device)
             per_cell = wdr_keypoint_loss(pred, gt["corners_cam"], gt["K"], gt["diameter"], cfg.kpt_beta)
             loss_kpt = per_cell.sum() / num_pos
         else:
-            loss_kpt = kpts.sum() * 0.0
+            loss_kpt = kpts.float().sum() * 0.0
         return {"loss_cls": cfg.weight_cls * loss_cls, "loss_kpt": cfg.weight_kpt * loss_kpt}

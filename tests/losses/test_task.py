@@ -108,3 +108,15 @@ def test_loss_config_validation():
         LossConfig.from_dict({"positive_num": 0})
     with pytest.raises(BopkdError, match="weight_kpt"):
         LossConfig.from_dict({"weight_kpt": -1.0})
+
+
+def test_float32_losses_from_low_precision_outputs_under_autocast():
+    batch = _batch()
+    out = _outputs(batch)
+    ref = PoseLoss()(out, batch, generator=torch.Generator().manual_seed(0))
+    low = dict(out, cls_logits=out["cls_logits"].bfloat16(), kpts=out["kpts"].bfloat16())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = PoseLoss()(low, batch, generator=torch.Generator().manual_seed(0))
+    for k in ref:
+        assert got[k].dtype == torch.float32
+        torch.testing.assert_close(got[k], ref[k], rtol=0.05, atol=1e-3)
