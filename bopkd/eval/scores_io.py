@@ -166,13 +166,21 @@ def table(results: dict[str, dict]):
     """A rich table of the headline scores of several scored results."""
     from rich.table import Table
 
-    t = Table(title="BOP scores (bopkd engine)")
-    cols = ["AR", "AR_VSD", "AR_MSSD", "AR_MSPD", "ADD(-S)_0.1d", "ADI_0.1d", "ADD_0.1d"]
+    t = Table(title="BOP scores (bopkd engine; AR = mean of VSD, MSSD, MSPD; 0.1d = 10 % of the diameter)")
+    cols = {
+        "AR": "AR",
+        "AR_VSD": "VSD",
+        "AR_MSSD": "MSSD",
+        "AR_MSPD": "MSPD",
+        "ADD(-S)_0.1d": "ADD(-S)",
+        "ADI_0.1d": "ADI",
+        "ADD_0.1d": "ADD",
+    }
     present = [c for c in cols if any(summary(r)[c] is not None for r in results.values())]
-    t.add_column("result")
+    t.add_column("result", overflow="fold")
     for c in present:
-        t.add_column(c, justify="right")
-    t.add_column("s/image", justify="right")
+        t.add_column(cols[c], justify="right")
+    t.add_column("s/img", justify="right")
     t.add_column("targets", justify="right")
     for name, r in results.items():
         s = summary(r)

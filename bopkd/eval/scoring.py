@@ -194,6 +194,7 @@ class SubmissionScorer:
         self.split = self.name.split_folder
         self.timings: dict[str, float] = {}
         self.notes: list[str] = []
+        self._meshes: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     # ------------------------------------------------------------------------------------------ data
 
@@ -277,8 +278,14 @@ class SubmissionScorer:
             )
         self.timings["load"] = _time.perf_counter() - t0
 
-    def _model(self, obj_id: int):
-        return self.ds.model(int(obj_id), eval=True)
+    def _model(self, obj_id: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(pts, faces)`` of the evaluation model (``models_eval``), read once."""
+        from bopkd.eval.mesh_io import read_mesh
+
+        o = int(obj_id)
+        if o not in self._meshes:
+            self._meshes[o] = read_mesh(self.ds.model_path(o, eval=True))
+        return self._meshes[o]
 
     # ---------------------------------------------------------------------------------------- errors
 
@@ -297,7 +304,7 @@ class SubmissionScorer:
         Ks = np.array([self.K[k] for k in self.pair_key]).reshape(-1, 3, 3)
         for o, idx in self._by_object():
             info = self.infos[o]
-            pts = self._model(o).pts
+            pts = self._model(o)[0]
             sR, st = symmetry_transforms(info, MAX_SYM_DISC_STEP)
             ok = idx[spheres_overlap(self.pair_te[idx], self.pair_tg[idx], info.diameter)]
             if len(ok):
@@ -327,7 +334,7 @@ class SubmissionScorer:
         sym_ids = set(self.ds.spec.symmetric_obj_ids)
         for o, idx in self._by_object():
             info = self.infos[o]
-            pts = self._model(o).pts
+            pts = self._model(o)[0]
             ok = idx[spheres_overlap(self.pair_te[idx], self.pair_tg[idx], info.diameter)]
             if not len(ok):
                 continue
@@ -362,8 +369,7 @@ class SubmissionScorer:
             r = 0.5 * self.infos[o].diameter
             need[idx] = sphere_projections_overlap(self.pair_te[idx], self.pair_tg[idx], r)
             if need[idx].any():
-                m = self._model(o)
-                ren.add_object(o, m.pts, m.faces)
+                ren.add_object(o, *self._model(o))
         by_image: dict[tuple[int, int], list[int]] = {}
         for q in np.flatnonzero(need):
             by_image.setdefault(self.pair_key[q], []).append(int(q))
