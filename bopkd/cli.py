@@ -239,8 +239,20 @@ def score(
     renderer: Annotated[
         str, typer.Option("--renderer", help="bop_toolkit's VSD renderer: vispy, cpp or python.")
     ] = "vispy",
+    metrics: Annotated[
+        str,
+        typer.Option(
+            "--metrics",
+            help="Comma-separated: bop19 (AR of VSD, MSSD, MSPD), ad (ADD(-S)-0.1d), adi, add.",
+        ),
+    ] = "bop19,ad",
 ) -> None:
-    """Score BOP result files (BOP'19 AR: VSD, MSSD, MSPD; ADD(-S), ADI), or only check them."""
+    """Score BOP result files (BOP'19 AR: VSD, MSSD, MSPD; ADD(-S), ADI, ADD), or only check them.
+
+    Writes OUT/<result name>/scores_bop19.json (the toolkit's keys), scores_ad.json (adi, add),
+    recalls.csv (per metric, tau, threshold and object) and scores_bopkd.json. Without depth images VSD
+    is skipped (AR null; MSSD and MSPD exact).
+    """
     if check_only:
         from bopkd.eval.check import check_submission
 
@@ -271,11 +283,19 @@ def score(
         return
     if engine != "bopkd":
         raise BopkdError(f"unknown --engine {engine!r}; use bopkd or bop_toolkit")
-    try:
-        from bopkd.eval.scoring import score_submissions
-    except ImportError as e:
-        raise BopkdError(f"the bopkd scoring engine is not available ({e}); use --engine bop_toolkit or --check-only") from None
-    score_submissions(csvs, root=root, out_dir=out)
+    from bopkd.eval.scores_io import table
+    from bopkd.eval.scoring import score_submissions
+
+    wanted = tuple(m.strip() for m in metrics.split(",") if m.strip())
+    results = {}
+    for csv in csvs:  # one at a time, so that each file's scores are written before the next starts
+        res = score_submissions([csv], root=root, out_dir=out, metrics=wanted)
+        for name, r in res.items():
+            results[name] = r
+            for n in r["notes"]:
+                console.print(f"[yellow]note:[/yellow] {name}: {n}", highlight=False, soft_wrap=True)
+            console.print(f"{name}: scored in {r['timings']['total']:.2f} s -> {out / name}", highlight=False)
+    console.print(table(results))
 
 
 def parse_name(name: str):
