@@ -32,6 +32,15 @@ divergence; geomloss's batched call needs equal point counts and one diameter (s
 the whole batch, and it reads zero weights as ``log = -1e5`` rather than as absent points.  So the solver
 below is a batched log-domain (logsumexp) Sinkhorn loop in torch that follows geomloss's algorithm step by
 step; ``tests/losses/test_ot.py`` checks it against POT and geomloss.
+
+Correspondence with POT (used by the tests): ``ot.solve(C, a, b, reg=blur**2, reg_type="KL",
+unbalanced=reach**2, unbalanced_type="KL")`` minimises the same objective (its "KL" regulariser is
+KL(pi | a b^T), its marginal penalties are KL to a and b), but its reported ``value`` uses POT's ``kl_div``
+without the mass terms; the objective above is ``value + eps (m(a) m(b) - m(pi)) + rho (m(a) + m(b)
+- 2 m(pi))``, i.e. the generalised KLs re-evaluated on POT's plan. S is then assembled from the three
+problems (a,b), (a,a), (b,b) plus the mass term. POT's unbalanced Sinkhorn has no epsilon-scaling, so
+it converges only for larger blurs (tested at 0.05 and 0.1; its ``sinkhorn_stabilized`` method returned
+wrong values there, plain ``ot.solve`` did not).
 """
 
 from __future__ import annotations
@@ -41,7 +50,7 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["sinkhorn_divergence"]
+__all__ = ["group_diameters", "sinkhorn_divergence"]
 
 _P = 2  # exponent of the ground cost C = |x - y|^p / p; the paper (and this module) use p = 2
 
@@ -84,15 +93,42 @@ def _lse_nograd(neg_inv_eps: torch.Tensor, cost: torch.Tensor, h: torch.Tensor) 
     return z.sub_(m).clamp_(min=_LOG_TINY).exp_().sum(2).log_().add_(m[..., 0])
 
 
-def _diameters(x: torch.Tensor, px: torch.Tensor, y: torch.Tensor, py: torch.Tensor) -> torch.Tensor:
-    """Per-problem diameter of the bounding box of the present points of both sets (B,), as geomloss's
-    ``max_diameter`` computes it for one problem (there over all points; here over weight > 0 only)."""
+def _bounds(
+    x: torch.Tensor, px: torch.Tensor, y: torch.Tensor, py: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-problem bounding box (lo, hi), each (B, D), of the present points (mask px, py) of both sets."""
     inf = torch.tensor(float("inf"), dtype=x.dtype, device=x.device)
     lo = torch.minimum(torch.where(px[..., None], x, inf).amin(1), torch.where(py[..., None], y, inf).amin(1))
     hi = torch.maximum(
         torch.where(px[..., None], x, -inf).amax(1), torch.where(py[..., None], y, -inf).amax(1)
     )
-    return torch.linalg.vector_norm(hi - lo, dim=-1)
+    return lo, hi
+
+
+def group_diameters(
+    x: torch.Tensor, a: torch.Tensor, y: torch.Tensor, b: torch.Tensor, group: torch.Tensor
+) -> torch.Tensor:
+    """Diameter shared by the problems of each group, as geomloss computes it for a batched call.
+
+    geomloss ``SamplesLoss`` called on a (B, N, D) batch starts the epsilon schedule of every problem at
+    one diameter, ``max_diameter``: the norm of the extent of the bounding box of all the batch's points.
+    The paper's code calls it once per image on that image's 8 keypoint problems; passing
+    ``diameter=group_diameters(..., group=image index of each problem)`` to :func:`sinkhorn_divergence`
+    reproduces that. Only present points (weight > 0) count here.
+
+    Args: x (B,N,D), a (B,N), y (B,M,D), b (B,M) as in :func:`sinkhorn_divergence`; group (B,) integer
+    group ids. Returns (B,) diameters, each that of its problem's group (units of x).
+    """
+    with torch.no_grad():
+        lo, hi = _bounds(x.detach(), a > 0, y.detach(), b > 0)
+        group = group.to(device=x.device, dtype=torch.long)
+        idx = group[:, None].expand_as(lo)
+        n_groups = int(group.max()) + 1 if group.numel() else 0
+        lo_g = torch.full((n_groups, lo.shape[1]), float("inf"), dtype=x.dtype, device=x.device)
+        hi_g = torch.full_like(lo_g, float("-inf"))
+        lo_g = lo_g.scatter_reduce(0, idx, lo, "amin")
+        hi_g = hi_g.scatter_reduce(0, idx, hi, "amax")
+        return torch.linalg.vector_norm(hi_g[group] - lo_g[group], dim=-1)
 
 
 def _epsilon_tables(
@@ -154,8 +190,8 @@ def sinkhorn_divergence(
             ``epsilon_schedule``), from the diameter down to ``blur``.
         diameter: start of the schedule. ``None``: per problem, the diameter of the bounding box of the
             present points of both sets (what geomloss computes when called on that problem alone). A float
-            or a (B,) tensor fixes it; geomloss called on a batch uses one diameter, the norm of the extent
-            of all points of the batch, for every problem.
+            or a (B,) tensor fixes it; geomloss called on a batch uses one diameter for all its problems
+            (see :func:`group_diameters`).
         extra_iterations: Sinkhorn iterations at the final epsilon added after geomloss's schedule (0 =
             geomloss's algorithm exactly). Large values converge to the exact entropic divergence, as POT
             computes it.
@@ -174,6 +210,13 @@ def sinkhorn_divergence(
     :math:`\kappa = (\rho + \varepsilon/2) / (\rho + \varepsilon)` times these: 1 - 2e-6 at the paper's
     settings). These gradients equal POT's (see the tests).
 
+    Convergence: geomloss's schedule makes one update per epsilon. In unbalanced OT the common shift of
+    the potentials (the mass mode) contracts only by rho / (rho + eps) per update (1 - 4e-6 at the paper's
+    settings), so when the masses differ the result is far from the converged divergence and depends on
+    where the schedule starts: on keypoint-like problems the per-image diameter of the paper's code gives
+    values ~6x those of the per-problem default (``benchmarks/ot.py``). Pass
+    ``diameter=group_diameters(...)`` to reproduce the paper's code exactly.
+
     Padding: points of weight 0 are absent (log-weight ``-inf``): they change neither values nor
     gradients of the other entries; their position gradient is 0; their weight gradient is the first
     variation (the derivative for a point of infinitesimal weight). Their positions must be finite.
@@ -182,7 +225,10 @@ def sinkhorn_divergence(
     gradients (the limit at 0 mass has an infinite derivative); callers should skip such problems, e.g.
     with ``(a > 0).any(1) & (b > 0).any(1)``.
 
-    Runs on x's device and dtype (a, b are cast to it); float32 agrees with float64 to ~1e-6 relative.
+    Runs on x's device and dtype (a, b are cast to it). float32: values carry an absolute error of about
+    1e-7 * rho * mass (the dual formula subtracts terms of size rho * mass), i.e. ~1e-6 relative on
+    distinct sets, up to ~1e-4 on nearly identical ones; position gradients at blur 0.001 are limited by
+    float32 (softmax of potentials / 1e-6) to ~1e-3 relative at worst (geomloss float32: ~1e-2).
     """
     if x.ndim != 3 or y.ndim != 3 or x.shape[0] != y.shape[0] or x.shape[2] != y.shape[2]:
         raise ValueError(f"x and y must be (B,N,D) and (B,M,D), got {tuple(x.shape)} and {tuple(y.shape)}")
@@ -205,8 +251,9 @@ def sinkhorn_divergence(
 
     pa, pb = a > 0, b > 0
     valid = pa.any(1) & pb.any(1)
-    if diameter is None:
-        d = _diameters(x.detach(), pa, y.detach(), pb)
+    if diameter is None:  # geomloss's ``max_diameter`` of the problem alone, present points only
+        lo, hi = _bounds(x.detach(), pa, y.detach(), pb)
+        d = torch.linalg.vector_norm(hi - lo, dim=-1)
     elif isinstance(diameter, torch.Tensor):
         d = diameter.detach().to(x.dtype).expand(B)
     else:
