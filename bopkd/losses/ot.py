@@ -228,7 +228,8 @@ def sinkhorn_divergence(
     Runs on x's device and dtype (a, b are cast to it). float32: values carry an absolute error of about
     1e-7 * rho * mass (the dual formula subtracts terms of size rho * mass), i.e. ~1e-6 relative on
     distinct sets, up to ~1e-4 on nearly identical ones; position gradients at blur 0.001 are limited by
-    float32 (softmax of potentials / 1e-6) to ~1e-3 relative at worst (geomloss float32: ~1e-2).
+    float32 (a softmax of potentials / 1e-6): median ~4e-6, worst ~1e-2 relative to float64 (geomloss
+    float32: median ~2e-4, worst ~1e-2).
     """
     if x.ndim != 3 or y.ndim != 3 or x.shape[0] != y.shape[0] or x.shape[2] != y.shape[2]:
         raise ValueError(f"x and y must be (B,N,D) and (B,M,D), got {tuple(x.shape)} and {tuple(y.shape)}")
