@@ -325,7 +325,8 @@ def adi(
     The toolkit builds a k-d tree of the estimate-posed vertices per pair and queries the GT-posed
     ones; distances are invariant to the rigid motion ``x -> R_e^T (x - t_e)``, so here one tree of the
     model vertices (``tree``, from :func:`model_tree`) is queried with the GT-posed vertices mapped into
-    the estimate's model frame. Same nearest neighbours, same distances up to rounding.
+    the estimate's model frame. Same nearest neighbours, same distances up to rounding. ``workers``:
+    threads of the k-d tree queries.
     """
     R_e, t_e = _as_batch(R_e, t_e)
     R_g, t_g = _as_batch(R_g, t_g)

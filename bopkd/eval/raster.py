@@ -161,6 +161,50 @@ def _rasterize(X, Y, xw, yw, zw, faces, bx0, by0, zbuf):  # pragma: no cover - c
     return zbuf
 
 
+@nb.njit(cache=True, nogil=True)
+def _vertex_stage(pts, U, W, H, X, Y, xw, yw, zw):  # pragma: no cover - compiled
+    """float32 clip coordinates ``[x y z 1] U``, perspective division, viewport; snapped X, Y (1/256 px).
+
+    Every operation in float32 and in the order of the numpy expressions it replaces (no FMA).
+    """
+    half = np.float32(0.5)
+    one = np.float32(1.0)
+    sx = np.float32(W / 2)
+    sy = np.float32(H / 2)
+    fix = np.float32(1 << 8)
+    for i in range(pts.shape[0]):
+        x = pts[i, 0]
+        y = pts[i, 1]
+        z = pts[i, 2]
+        c0 = ((x * U[0, 0] + y * U[1, 0]) + z * U[2, 0]) + U[3, 0]
+        c1 = ((x * U[0, 1] + y * U[1, 1]) + z * U[2, 1]) + U[3, 1]
+        c2 = ((x * U[0, 2] + y * U[1, 2]) + z * U[2, 2]) + U[3, 2]
+        c3 = ((x * U[0, 3] + y * U[1, 3]) + z * U[2, 3]) + U[3, 3]
+        iw = one / c3
+        fx = (c0 * iw) * sx + sx
+        fy = (c1 * iw) * sy + sy
+        fz = (c2 * iw) * half + half
+        X[i] = np.int64(np.rint((fx - half) * fix))
+        Y[i] = np.int64(np.rint((fy - half) * fix))
+        xw[i] = fx
+        yw[i] = fy
+        zw[i] = fz
+
+
+@nb.njit(cache=True, nogil=True)
+def _readback(zbuf, mult, addi, out):  # pragma: no cover - compiled
+    """16-bit z (GL rows, bottom up) -> depth (image rows) as ``renderer_vispy._draw_depth``, in float32."""
+    h = zbuf.shape[0]
+    inv = np.float32(1.0 / 65535.0)
+    for r in range(h):
+        for c in range(zbuf.shape[1]):
+            q = zbuf[h - 1 - r, c]
+            if q >= 65535.0:
+                out[r, c] = np.float32(0.0)
+            else:
+                out[r, c] = mult / (np.float32(q) * inv + addi)
+
+
 def _calib_proj(K: np.ndarray, w: int, h: int, nc: float, fc: float) -> np.ndarray:
     """``renderer_vispy._calc_calib_proj(K, 0, 0, w, h, nc, fc, 'y_down')`` (already transposed)."""
     depth = float(fc - nc)
@@ -234,16 +278,14 @@ class ToolkitDepthRenderer:
             return DepthCrop(np.zeros((0, 0), np.float32), 0, 0)
         view = _CV_TO_GL.dot(mv).T
         mvp = np.dot(np.dot(np.eye(4, dtype=np.float32), view), _calib_proj(K, W, H, near, far))
-        U = mvp.astype(np.float32)
-        x, y, z = pts32[:, 0], pts32[:, 1], pts32[:, 2]
-        clip = [((x * U[0, j] + y * U[1, j]) + z * U[2, j]) + U[3, j] for j in range(4)]
-        inv_w = _F32(1.0) / clip[3]
-        xw = (clip[0] * inv_w) * _F32(W / 2) + _F32(W / 2)
-        yw = (clip[1] * inv_w) * _F32(H / 2) + _F32(H / 2)
-        zw = (clip[2] * inv_w) * _F32(0.5) + _F32(0.5)
-        one = _F32(1 << FIXED_ORDER)
-        X = np.rint((xw - _F32(0.5)) * one).astype(np.int64)
-        Y = np.rint((yw - _F32(0.5)) * one).astype(np.int64)
+        U = np.ascontiguousarray(mvp, dtype=np.float32)
+        n = len(pts32)
+        X = np.empty(n, np.int64)
+        Y = np.empty(n, np.int64)
+        xw = np.empty(n)
+        yw = np.empty(n)
+        zw = np.empty(n)
+        _vertex_stage(pts32, U, W, H, X, Y, xw, yw, zw)
         # Pixel box of the vertices, clipped to the image (GL window rows).
         gx0 = max(int(X.min()) >> FIXED_ORDER, 0)
         gx1 = min((int(X.max()) - 1) >> FIXED_ORDER, W - 1)
@@ -252,22 +294,9 @@ class ToolkitDepthRenderer:
         if gx0 > gx1 or gy0 > gy1:
             return DepthCrop(np.zeros((0, 0), np.float32), 0, 0)
         zbuf = np.full((gy1 - gy0 + 1, gx1 - gx0 + 1), 65535.0)
-        _rasterize(
-            X,
-            Y,
-            xw.astype(np.float64),
-            yw.astype(np.float64),
-            zw.astype(np.float64),
-            faces,
-            gx0,
-            gy0,
-            zbuf,
-        )
-        # Read back as the toolkit does: float32 z = u16 / 65535, then depth in float32.
-        zf = zbuf[::-1].astype(np.float32) * _F32(1.0 / 65535.0)
-        bg = zbuf[::-1] >= 65535.0
-        mult = (near * far) / (near - far)
-        addi = far / (near - far)
-        depth = _F32(mult) / (zf + _F32(addi))
-        depth[bg] = 0.0
-        return DepthCrop(np.ascontiguousarray(depth, dtype=np.float32), gx0, H - 1 - gy1)
+        _rasterize(X, Y, xw, yw, zw, faces, gx0, gy0, zbuf)
+        # Read back as the toolkit does: float32 z = u16 * float32(1 / 65535), then
+        # depth = float32(mult) / (z + float32(addi)) in float32 (numpy 1.x casting of its float64 scalars).
+        depth = np.empty(zbuf.shape, np.float32)
+        _readback(zbuf, _F32((near * far) / (near - far)), _F32(far / (near - far)), depth)
+        return DepthCrop(depth, gx0, H - 1 - gy1)

@@ -27,6 +27,7 @@ the other two, clearly named).
 
 from __future__ import annotations
 
+import os
 import time as _time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -153,14 +154,25 @@ class MetricResult:
         return float(np.mean([float(r) for r in self.recalls().reshape(-1)]))
 
 
-def _load_depth_f32(path: Path, depth_scale: float) -> np.ndarray:
-    """The test depth as the toolkit loads it: uint16 -> float32, times ``depth_scale`` in float32."""
+def _load_depth_u16(path: Path) -> np.ndarray:
+    """The stored test depth (uint16), from the in-process cache (:data:`bopkd.eval.lru.DEPTH_IMAGES`)."""
     import cv2
 
-    im = cv2.imread(str(path), cv2.IMREAD_ANYDEPTH)
-    if im is None:
-        raise BopkdError(f"{path}: not a readable depth image; download the test split again")
-    return im.astype(np.float32) * np.float32(depth_scale)
+    from bopkd.eval.lru import DEPTH_IMAGES
+
+    st = path.stat()
+
+    def load() -> np.ndarray:
+        im = cv2.imread(str(path), cv2.IMREAD_ANYDEPTH)
+        if im is None:
+            raise BopkdError(f"{path}: not a readable depth image; download the test split again")
+        return im
+
+    return DEPTH_IMAGES.get((str(path), st.st_size, st.st_mtime_ns), load)
+
+
+#: Threads for VSD (images in parallel; the compiled kernels release the GIL).
+VSD_THREADS = max(1, min(4, os.cpu_count() or 1))
 
 
 class SubmissionScorer:
@@ -234,15 +246,21 @@ class SubmissionScorer:
             self.K[(s, i)] = cam.K
             self.depth_scale[(s, i)] = cam.depth_scale
         # Evaluated estimates (only those of target images/objects are selected) and their pairs.
-        pe, pg, pv = [], [], []
+        pe, pg, pv, pc = [], [], [], []
+        self.est_n_gt = np.zeros(len(rows), np.int64)  # GT instances of the estimate's object in its image
         for m, r in enumerate(rows):
             key = (int(a["scene_id"][r]), int(a["im_id"][r]))
             o = int(a["obj_id"][r])
+            col = 0
             for g, gt in enumerate(self.gt[key]):
                 if gt.obj_id == o:
                     pe.append(m)
                     pg.append(g)
                     pv.append(self.gt_visib[key][g])
+                    pc.append(col)  # the GT's column among its object's instances (gt_id order)
+                    col += 1
+            self.est_n_gt[m] = col
+        self.pair_col = np.array(pc, np.int64)
         self.pairs = PairTable(
             est_row=rows,
             est_scene=a["scene_id"][rows],
@@ -341,7 +359,7 @@ class SubmissionScorer:
             args = (self.pair_Re[ok], self.pair_te[ok], self.pair_Rg[ok], self.pair_tg[ok], pts)
             need_adi = "adi" in kinds or ("ad" in kinds and o in sym_ids)
             need_add = "add" in kinds or ("ad" in kinds and o not in sym_ids)
-            e_adi = adi(*args, tree=model_tree(pts)) if need_adi else None
+            e_adi = adi(*args, tree=model_tree(pts), workers=VSD_THREADS) if need_adi else None
             e_add = add(*args) if need_add else None
             if "adi" in kinds:
                 out["adi"][ok] = e_adi
@@ -353,6 +371,13 @@ class SubmissionScorer:
         self.timings["ad"] = _time.perf_counter() - t0
 
     def compute_vsd(self) -> None:
+        """VSD (10 taus) of every pair whose sphere projections overlap (others stay 1), images in parallel.
+
+        GT renders and depth images come from the in-process caches of :mod:`bopkd.eval.lru`.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        from bopkd.eval.lru import GT_RENDERS
         from bopkd.eval.pose_error import sphere_projections_overlap
         from bopkd.eval.raster import ToolkitDepthRenderer
         from bopkd.eval.vsd import pixel_rays, vsd_from_renders
@@ -365,42 +390,76 @@ class SubmissionScorer:
         ren = ToolkitDepthRenderer(W, H)
         delta = float(self.ds.spec.vsd_delta)
         need = np.zeros(P, bool)
+        model_id: dict[int, tuple] = {}
         for o, idx in self._by_object():
             r = 0.5 * self.infos[o].diameter
             need[idx] = sphere_projections_overlap(self.pair_te[idx], self.pair_tg[idx], r)
             if need[idx].any():
                 ren.add_object(o, *self._model(o))
+                path = self.ds.model_path(o, eval=True)
+                st = path.stat()
+                model_id[o] = (str(path), st.st_size, st.st_mtime_ns, W, H)
         by_image: dict[tuple[int, int], list[int]] = {}
         for q in np.flatnonzero(need):
             by_image.setdefault(self.pair_key[q], []).append(int(q))
-        n_renders = 0
-        for key, qs in by_image.items():
+        counts = {"renders": 0, "gt_cached": 0}
+
+        def image(key: tuple[int, int], qs: list[int]) -> None:
             s, i = key
             K = self.K[key]
-            depth = _load_depth_f32(self.ds.depth_path(self.split, s, i), self.depth_scale[key])
+            path = self.ds.depth_path(self.split, s, i)
+            if not path.is_file():
+                raise BopkdError(
+                    f"missing file {path}: download the test split with depth, or score without VSD"
+                )
+            depth = _load_depth_u16(path)
             if depth.shape != (H, W):
                 raise BopkdError(
-                    f"{self.ds.depth_path(self.split, s, i)}: depth image is {depth.shape[1]}x{depth.shape[0]}, "
-                    f"the dataset's image size is {W}x{H}; download the test split again"
+                    f"{path}: depth image is {depth.shape[1]}x{depth.shape[0]}, the dataset's image size is "
+                    f"{W}x{H}; download the test split again"
                 )
             rays = pixel_rays(K, W, H)
-            gt_cache: dict[int, object] = {}
-            est_cache: dict[int, object] = {}
+            gts: dict[int, object] = {}
+            ests: dict[int, object] = {}
             for q in qs:
                 o = int(self.pair_obj[q])
                 g = int(p.pair_gt[q])
                 m = int(p.pair_est[q])
-                if g not in gt_cache:
-                    gt_cache[g] = ren.render(o, self.pair_Rg[q], self.pair_tg[q], K)
-                    n_renders += 1
-                if m not in est_cache:
-                    est_cache[m] = ren.render(o, self.pair_Re[q], self.pair_te[q], K)
-                    n_renders += 1
+                if g not in gts:
+                    Rg, tg = self.pair_Rg[q], self.pair_tg[q]
+                    ck = (model_id[o], o, Rg.tobytes(), tg.tobytes(), K.tobytes())
+                    gts[g] = GT_RENDERS.get(ck, lambda o=o, Rg=Rg, tg=tg: ren.render(o, Rg, tg, K))
+                if m not in ests:
+                    ests[m] = ren.render(o, self.pair_Re[q], self.pair_te[q], K)
+                    counts["renders"] += 1
                 errs[q] = vsd_from_renders(
-                    depth, gt_cache[g], est_cache[m], K, delta, VSD_TAUS, self.infos[o].diameter, rays
+                    depth,
+                    gts[g],
+                    ests[m],
+                    K,
+                    delta,
+                    VSD_TAUS,
+                    self.infos[o].diameter,
+                    rays,
+                    self.depth_scale[key],
                 )
+
+        hits0, miss0 = GT_RENDERS.hits, GT_RENDERS.misses
+        items = list(by_image.items())
+        if VSD_THREADS > 1 and len(items) > 1:
+            with ThreadPoolExecutor(VSD_THREADS) as ex:
+                for f in [ex.submit(image, k, qs) for k, qs in items]:
+                    f.result()
+        else:
+            for k, qs in items:
+                image(k, qs)
         p.errors["vsd"] = errs
-        self.n_renders = n_renders
+        self.vsd_counts = {
+            "pairs": int(need.sum()),
+            "estimate_renders": counts["renders"],
+            "gt_renders": GT_RENDERS.misses - miss0,
+            "gt_renders_cached": GT_RENDERS.hits - hits0,
+        }
         self.timings["vsd"] = _time.perf_counter() - t0
 
     # --------------------------------------------------------------------------------------- scoring
@@ -422,18 +481,8 @@ class SubmissionScorer:
         group_n_est = np.bincount(group, minlength=n_groups) if M else np.zeros(0, np.int64)
         group_obj = gkeys[starts, 2] if M else np.zeros(0, np.int64)
         self.group_scene = gkeys[starts, 0] if M else np.zeros(0, np.int64)
-        group_n_gt = np.zeros(n_groups, np.int64)
+        group_n_gt = self.est_n_gt[starts] if M else np.zeros(0, np.int64)
         pair_group = group[p.pair_est]
-        pair_col = np.zeros(len(p.pair_est), np.int64)
-        for gi in range(n_groups):
-            s, i, o = (int(v) for v in gkeys[starts[gi]])
-            gt_ids = [g for g, gt in enumerate(self.gt[(s, i)]) if gt.obj_id == o]
-            group_n_gt[gi] = len(gt_ids)
-        # Column of each pair's GT within its group (gt_id order).
-        for gi in np.unique(pair_group):
-            sel = np.flatnonzero(pair_group == gi)
-            _, col = np.unique(p.pair_gt[sel], return_inverse=True)
-            pair_col[sel] = col.reshape(-1)
         obj_ids = tuple(int(o) for o in self.ds.obj_ids)
         n_targets = np.zeros(len(obj_ids), np.int64)
         index = {o: k for k, o in enumerate(obj_ids)}
@@ -448,7 +497,7 @@ class SubmissionScorer:
             group_n_gt=group_n_gt,
             pair_group=pair_group,
             pair_est=est_rank[p.pair_est],
-            pair_gt=pair_col,
+            pair_gt=self.pair_col,
             pair_valid=self.pair_valid,
             obj_ids=obj_ids,
             n_targets=n_targets,

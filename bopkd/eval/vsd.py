@@ -117,8 +117,13 @@ def vsd_from_renders(
     taus: np.ndarray,
     diameter: float,
     rays: tuple[np.ndarray, np.ndarray] | None = None,
+    depth_scale: float | None = None,
 ) -> np.ndarray:
-    """(T,) VSD for each tau from the test depth (H, W, float32 mm) and the two rendered crops."""
+    """(T,) VSD for each tau from the test depth and the two rendered crops.
+
+    ``depth_test`` is (H, W) float32 mm, or the stored uint16 values with ``depth_scale``: the needed
+    crop is then converted as the toolkit loads depth (``float32(u16) * float32(depth_scale)``).
+    """
     taus = np.asarray(taus, np.float64)
     boxes = [c.box for c in (gt, est) if c.depth.size]
     if not boxes:
@@ -133,7 +138,10 @@ def vsd_from_renders(
     if rays is None:
         rays = pixel_rays(K, depth_test.shape[1], depth_test.shape[0])
     rx, ry = rays
-    dt = np.ascontiguousarray(depth_test[y0:y1, x0:x1], dtype=np.float32)
+    if depth_scale is None:
+        dt = np.ascontiguousarray(depth_test[y0:y1, x0:x1], dtype=np.float32)
+    else:
+        dt = depth_test[y0:y1, x0:x1].astype(np.float32) * np.float32(depth_scale)
     counts = np.zeros(len(taus), np.int64)
     union, comp = _vsd_counts(
         dt,

@@ -1,0 +1,223 @@
+"""Benchmark of BOP scoring (``bopkd score``: BOP'19 VSD + MSSD + MSPD and ADD(-S)) on a synthetic dataset.
+
+Builds (or reuses) a synthetic LM-O-like test set with depth (``bopkd.data.synth``; 640x480, LM-O camera,
+procedural objects by default or ``--models`` a BOP ``models/`` folder such as LM-O's), writes one result
+file with perturbed GT poses for every target instance (a mix of exact, small, medium, large and wrong
+poses, plus low-scored duplicates), and times ``score_submissions(..., metrics=("bop19", "ad"))``:
+
+- ``first call``: the first scoring in this process (includes loading numba's compiled-code cache,
+  reading the models and depth images and rendering every GT pose);
+- ``steady``: the best of ``--repeat`` further calls on the same dataset (depth images and GT renders
+  come from the in-process caches of ``bopkd.eval.lru``): what each further result file costs in one
+  ``bopkd score a.csv b.csv ...``;
+- ``fresh, warm cache``: a new scorer with the in-process caches emptied (depth decoded and GTs rendered
+  again), numba code already loaded: what a first result file costs apart from the one-off start-up.
+
+Prints wall and CPU seconds, estimates/s and peak memory (Python allocations by tracemalloc; the
+process's resident maximum). The machine may be shared: the load average is printed with the times. With ``--toolkit`` also runs the official BOP toolkit on the same file (``--engine bop_toolkit``;
+needs ``$BOPKD_TOOLKIT_PYTHON``/``$BOPKD_TOOLKIT_PATH``) and prints its time and whether its AR values equal
+ours. Asserts nothing about speed.
+
+    python benchmarks/score.py [--root bop_data] [--images 150] [--models PATH] [--toolkit]
+
+The toolkit only knows the registered BOP datasets, so with ``--toolkit`` the dataset is built with LM-O's
+object models (``--models``, default ``../shared/fixtures/lmo_sample/lmo/models``) and laid out as LM-O
+(folder ``lmo``, test scene 2) under ``ROOT/toolkit_bench``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def make_estimates(ds, rng: np.random.Generator):
+    """Perturbed GT poses for every target instance, and a few low-scored duplicates."""
+    from scipy.spatial.transform import Rotation
+
+    from bopkd.eval.submission import Estimate
+
+    kinds = [(0.0, 0.0), (1.0, 2.0), (4.0, 8.0), (10.0, 25.0), (25.0, 60.0)]  # (deg, mm) noise levels
+    ests = []
+    targets = {(t.scene_id, t.im_id, t.obj_id): t.inst_count for t in ds.targets}
+    for s in ds.scene_ids(ds.test_split):
+        for i, gts in ds.scene_gt(ds.test_split, s).items():
+            time_s = float(rng.uniform(0.02, 0.2))
+            for g in gts:
+                if (s, i, g.obj_id) not in targets:
+                    continue
+                deg, mm = kinds[int(rng.integers(len(kinds)))]
+                dR = Rotation.from_rotvec(rng.normal(size=3) * np.deg2rad(deg) / np.sqrt(3)).as_matrix()
+                R, t = dR @ g.R, g.t + rng.normal(size=3) * mm / np.sqrt(3)
+                if rng.random() < 0.05:  # wrong: random rotation, 300 mm off
+                    R, t = (
+                        Rotation.random(random_state=int(rng.integers(1 << 30))).as_matrix(),
+                        g.t + [300, 0, 0],
+                    )
+                ests.append(Estimate(s, i, g.obj_id, float(rng.uniform(0.3, 1.0)), R, t, time_s))
+                if rng.random() < 0.1:  # a duplicate with a lower score
+                    ests.append(Estimate(s, i, g.obj_id, 0.1, R, t + [5, 5, 5], time_s))
+    return ests
+
+
+def _lmo_layout(args, SynthConfig, build_synthetic_dataset) -> tuple[str, str]:
+    """Build the dataset with LM-O's models, then copy it as ``ROOT/toolkit_bench/lmo`` with test scene 2."""
+    import json
+    import shutil
+
+    root = Path(args.root) / "toolkit_bench"
+    final = root / "lmo"
+    if (final / "BENCH_READY").is_file():
+        return str(root), "lmo"
+    stage_root = Path(args.root) / "toolkit_bench_stage"
+    src = build_synthetic_dataset(
+        SynthConfig(
+            name="lmo",
+            root=str(stage_root),
+            models=args.models,
+            train=0,
+            test=args.images,
+            width=640,
+            height=480,
+            camera="lmo",
+            objects_per_image=(4, 6),
+            images_per_scene=max(args.images, 1),
+            seed=7,
+        ),
+        log=lambda m: print(m, flush=True),
+    )
+    shutil.rmtree(final, ignore_errors=True)
+    shutil.copytree(src, final, symlinks=True)
+    (final / "test" / "000000").rename(final / "test" / "000002")
+    tf = final / "test_targets_bop19.json"
+    tf.write_text(json.dumps([{**t, "scene_id": 2} for t in json.loads(tf.read_text())]))
+    desc = final / "bopkd_dataset.json"
+    d = json.loads(desc.read_text())
+    d["test_scene_ids"] = [2]
+    desc.write_text(json.dumps(d))
+    (final / "BENCH_READY").write_text("ok\n")
+    shutil.rmtree(stage_root, ignore_errors=True)
+    return str(root), "lmo"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--root", default="bop_data", help="where to build (or find) the dataset")
+    ap.add_argument("--name", default="scorebench", help="dataset name")
+    ap.add_argument("--images", type=int, default=150, help="test images (about 5 targets each)")
+    ap.add_argument("--models", default="procedural", help="procedural, or a BOP models/ folder")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--toolkit", action="store_true", help="also time the official toolkit on the same file")
+    args = ap.parse_args()
+
+    from bopkd.data.dataset import BopDataset
+    from bopkd.data.synth import SynthConfig, build_synthetic_dataset
+    from bopkd.eval.submission import write_submission
+
+    t0 = time.perf_counter()
+    if args.toolkit:
+        if args.models == "procedural":
+            args.models = str(REPO.parent / "shared" / "fixtures" / "lmo_sample" / "lmo" / "models")
+        args.root, args.name = _lmo_layout(args, SynthConfig, build_synthetic_dataset)
+    cfg = SynthConfig(
+        name=args.name,
+        root=args.root,
+        models=args.models,
+        train=0,
+        test=args.images,
+        width=640,
+        height=480,
+        camera="lmo",
+        objects_per_image=(4, 6),
+        seed=7,
+    )
+    if not args.toolkit:
+        build_synthetic_dataset(cfg, log=lambda m: print(m, flush=True))
+    print(f"dataset ready in {time.perf_counter() - t0:.1f} s: {Path(args.root) / args.name}")
+    ds = BopDataset(args.name, args.root)
+    ests = make_estimates(ds, np.random.default_rng(0))
+    faces = {o: len(ds.model(o, eval=True).faces) for o in ds.obj_ids}
+    with tempfile.TemporaryDirectory(prefix="bopkd_scorebench_") as tmp:
+        csv = Path(tmp) / f"bench_{args.name}-test.csv"
+        write_submission(csv, ests)
+        print(
+            f"{len(ests)} estimates for {len(ds.targets)} targets in {len({(e.scene_id, e.im_id) for e in ests})} "
+            f"images; eval models {min(faces.values())}..{max(faces.values())} triangles"
+        )
+        from bopkd.eval import lru
+        from bopkd.eval.scoring import score_submissions
+
+        def timed():
+            t, c = time.perf_counter(), time.process_time()
+            res = score_submissions([csv], args.root, Path(tmp) / "scores", metrics=("bop19", "ad"))
+            return time.perf_counter() - t, time.process_time() - c, next(iter(res.values()))
+
+        tracemalloc.start()
+        first, first_cpu, r = timed()
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        steady = steady_cpu = fresh = fresh_cpu = float("inf")
+        for _ in range(args.repeat):
+            w, c, r = timed()
+            if w < steady:
+                steady, steady_cpu, timings = w, c, dict(r["timings"])
+        for _ in range(args.repeat):
+            lru.DEPTH_IMAGES.clear()
+            lru.GT_RENDERS.clear()
+            w, c, _ = timed()
+            if w < fresh:
+                fresh, fresh_cpu = w, c
+        n = r["n_evaluated"]
+        s = r["scores_bop19"]
+        print(
+            f"scores: AR {s['bop19_average_recall']:.4f} (VSD {s['bop19_average_recall_vsd']:.4f}, "
+            f"MSSD {s['bop19_average_recall_mssd']:.4f}, MSPD {s['bop19_average_recall_mspd']:.4f}), "
+            f"ADD(-S)-0.1d {r['metrics']['ad'].recalls()[0, 0]:.4f}"
+        )
+        print("steady-state stages (s): " + ", ".join(f"{k} {v:.3f}" for k, v in timings.items()))
+        print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; {n} evaluated estimates")
+        for label, w, c in (
+            ("first call", first, first_cpu),
+            ("fresh, warm cache", fresh, fresh_cpu),
+            ("steady", steady, steady_cpu),
+        ):
+            print(f"{label:18s}: {w:6.3f} s wall ({n / w:5.0f} estimates/s), {c:6.3f} s CPU")
+        print(
+            f"peak memory: {peak / 2**20:.1f} MiB Python allocations (first call); "
+            f"process max RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"
+        )
+        if args.toolkit:
+            from bopkd.eval.toolkit_engine import score_with_toolkit
+
+            t = time.perf_counter()
+            (rec,) = score_with_toolkit([csv], args.root, Path(tmp) / "toolkit", ad=True)
+            tk = time.perf_counter() - t
+            sc = rec["scores"]
+            same = all(
+                sc[k] == v
+                for k, v in (
+                    ("AR", s["bop19_average_recall"]),
+                    ("AR_VSD", s["bop19_average_recall_vsd"]),
+                    ("AR_MSSD", s["bop19_average_recall_mssd"]),
+                    ("AR_MSPD", s["bop19_average_recall_mspd"]),
+                )
+            )
+            print(f"bop_toolkit: {tk:.1f} s ({n / tk:.1f} estimates/s); AR values identical to bopkd: {same}")
+            print(
+                f"speed-up: {tk / steady:.0f}x steady, {tk / fresh:.0f}x fresh, {tk / first:.0f}x first call"
+            )
+
+
+if __name__ == "__main__":
+    main()
