@@ -248,10 +248,10 @@ class FKD(KDMethod):
                 continue
             fs, ft = s_by[s], t_by[s]
             if fs.shape[-2:] != ft.shape[-2:]:
-                raise BopkdError(
-                    f"fkd: stride-{s} maps differ in size (student {tuple(fs.shape[-2:])}, teacher {tuple(ft.shape[-2:])}): "
-                    f"run both networks on the same input"
-                )
+                # inputs padded (right/bottom) to different multiples: compare the common top-left cells,
+                # which lie at the same image positions in both maps
+                h, w = min(fs.shape[-2], ft.shape[-2]), min(fs.shape[-1], ft.shape[-1])
+                fs, ft = fs[..., :h, :w], ft[..., :h, :w]
             f_, a_, n_ = self.level_terms(s, fs, ft)
             feat, att, nl = feat + f_, att + a_, nl + n_
         w = cfg.weight

@@ -255,21 +255,25 @@ def select_teacher_cells(
 
 
 def grid_match(student_anchors: dict, teacher_anchors: dict) -> torch.Tensor:
-    """(A_s,) long: the teacher cell at the same position of a level with the same stride and grid, or -1.
+    """(A_s,) long: the teacher cell at the same position on the level with the same stride, or -1.
 
-    Student and teacher may have different pyramid levels; levels are matched by stride and shape.
+    Student and teacher may have different pyramid levels (matched by stride) and, when their inputs are
+    padded to different multiples (right/bottom zero padding, e.g. 16 for darknet-tiny, 32 for darknet53),
+    grids of different sizes at one stride: cell (i, j) has the same centre ((j + 0.5) s, (i + 0.5) s) in
+    both, so cells are matched by (i, j) where both grids have it.
     """
     s_strides, t_strides = list(student_anchors["strides"]), list(teacher_anchors["strides"])
-    s_shapes, t_shapes = (
-        [tuple(x) for x in student_anchors["shapes"]],
-        [tuple(x) for x in teacher_anchors["shapes"]],
-    )
+    s_shapes = [tuple(int(v) for v in x) for x in student_anchors["shapes"]]
+    t_shapes = [tuple(int(v) for v in x) for x in teacher_anchors["shapes"]]
     s_start, t_start = list(student_anchors["level_start"]), list(teacher_anchors["level_start"])
     A_s = int(student_anchors["centers"].shape[0])
     out = torch.full((A_s,), -1, dtype=torch.long)
-    for ls, (st, sh) in enumerate(zip(s_strides, s_shapes, strict=True)):
-        for lt, (tt, th) in enumerate(zip(t_strides, t_shapes, strict=True)):
-            if st == tt and sh == th:
-                n = sh[0] * sh[1]
-                out[s_start[ls] : s_start[ls] + n] = torch.arange(t_start[lt], t_start[lt] + n)
+    for ls, (st, (hs, ws)) in enumerate(zip(s_strides, s_shapes, strict=True)):
+        for lt, (tt, (ht, wt)) in enumerate(zip(t_strides, t_shapes, strict=True)):
+            if st != tt:
+                continue
+            i = torch.arange(hs)[:, None].expand(hs, ws)
+            j = torch.arange(ws)[None, :].expand(hs, ws)
+            ok = (i < ht) & (j < wt)
+            out[int(s_start[ls]) + (i * ws + j)[ok]] = int(t_start[lt]) + (i * wt + j)[ok]
     return out.to(student_anchors["centers"].device)

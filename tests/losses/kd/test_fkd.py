@@ -153,3 +153,15 @@ def test_config_validation():
         FKDConfig(temperature=0).validate()
     with pytest.raises(BopkdError, match="features"):
         FKDConfig(features="head").validate()
+
+
+def test_maps_of_differently_padded_inputs_are_compared_on_common_cells():
+    # student padded to 16 (stride-8 map 5x8), teacher padded to 32 (8x8): the extra teacher rows are padding
+    s = outs((8,), 4, seed=0, H=40, W=64)
+    t = outs((8,), 4, seed=1, H=64, W=64)
+    m = FKD(FKDConfig(), {8: 4}, {8: 4})
+    got = m(s, {}, t)
+    crop = {**t, "features": [t["features"][0][..., :5, :]]}
+    ref = m(s, {}, crop)
+    for k in got:
+        assert float(got[k].detach()) == pytest.approx(float(ref[k].detach()), rel=1e-6)

@@ -109,3 +109,16 @@ def test_errors(kd_synth):
         PredKD()(s, batch, None)
     with pytest.raises(BopkdError, match="beta"):
         PredKDConfig(beta=-1).validate()
+
+
+def test_grid_match_with_inputs_padded_differently(kd_synth):
+    # 64x40 input: a student padded to 16 has 5 stride-8 rows, a teacher padded to 32 has 8 (64x64)
+    sa = kd_synth.anchors(40, 64, (8, 16))
+    ta = kd_synth.anchors(64, 64, (8, 16, 32))
+    m = grid_match(sa, ta)
+    assert (m >= 0).all()  # every student cell lies inside the teacher's padded grid
+    assert torch.allclose(sa["centers"], ta["centers"][m])
+    # and the other way round: teacher cells beyond the student's grid have no match
+    back = grid_match(ta, sa)
+    assert int((back >= 0).sum()) == sa["centers"].shape[0]
+    assert torch.allclose(ta["centers"][back >= 0], sa["centers"][back[back >= 0]])
