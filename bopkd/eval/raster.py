@@ -118,36 +118,40 @@ def _rasterize(X, Y, xw, yw, zw, faces, bx0, by0, zbuf):  # pragma: no cover - c
         py1 = min((max(y0, y1, y2) - 1) >> 8, by0 + h - 1)
         if px0 > px1 or py0 > py1:
             continue
-        # Window z is affine in window x, y: plane through the three (unsnapped) vertices.
-        ax = xw[i0]
-        ay = yw[i0]
-        az = zw[i0]
-        ux = xw[i1] - ax
-        uy = yw[i1] - ay
-        uz = zw[i1] - az
-        vx = xw[i2] - ax
-        vy = yw[i2] - ay
-        vz = zw[i2] - az
-        den = ux * vy - vx * uy
-        if den == 0.0:
-            continue
-        dzdx = (uz * vy - vz * uy) / den
-        dzdy = (vz * ux - uz * vx) / den
         # Edge values at the row start, then stepped by -dcdx << 8 per pixel (integers, exact).
         D0 = dcdx0 << 8
         D1 = dcdx1 << 8
         D2 = dcdx2 << 8
         rx0 = px0 << 8
+        # Window z is affine in window x, y: the plane through the three (unsnapped) vertices, set up
+        # at the triangle's first covered pixel (most small triangles cover none).
+        plane = False
+        ax = ay = az = dzdx = dzdy = 0.0
         for py in range(py0, py1 + 1):
             ry = py << 8
             e0 = c0 - dcdx0 * rx0 + dcdy0 * ry
             e1 = c1 - dcdx1 * rx0 + dcdy1 * ry
             e2 = c2 - dcdx2 * rx0 + dcdy2 * ry
             r = py - by0
-            zy = az + dzdy * (py + 0.5 - ay)
             for px in range(px0, px1 + 1):
                 if e0 > 0 and e1 > 0 and e2 > 0:
-                    z = zy + dzdx * (px + 0.5 - ax)
+                    if not plane:
+                        ax = xw[i0]
+                        ay = yw[i0]
+                        az = zw[i0]
+                        ux = xw[i1] - ax
+                        uy = yw[i1] - ay
+                        uz = zw[i1] - az
+                        vx = xw[i2] - ax
+                        vy = yw[i2] - ay
+                        vz = zw[i2] - az
+                        den = ux * vy - vx * uy
+                        if den == 0.0:
+                            den = 1e-300  # degenerate in float only: any finite plane will do
+                        dzdx = (uz * vy - vz * uy) / den
+                        dzdy = (vz * ux - uz * vx) / den
+                        plane = True
+                    z = (az + dzdy * (py + 0.5 - ay)) + dzdx * (px + 0.5 - ax)
                     if z <= 1.0:  # beyond the far plane: clipped
                         if z < 0.0:
                             z = 0.0
