@@ -88,6 +88,16 @@ def _rasterize(X, Y, xw, yw, zw, faces, bx0, by0, zbuf):  # pragma: no cover - c
         y0 = Y[i0]
         y1 = Y[i1]
         y2 = Y[i2]
+        # Pixels whose centre lies in the triangle's closed bounding box (ceil of the minimum, floor of
+        # the maximum); the edge tests decide the rest. Most small triangles contain no pixel centre.
+        px0 = max((min(x0, x1, x2) + 255) >> 8, bx0)
+        px1 = min(max(x0, x1, x2) >> 8, bx0 + w - 1)
+        if px0 > px1:
+            continue
+        py0 = max((min(y0, y1, y2) + 255) >> 8, by0)
+        py1 = min(max(y0, y1, y2) >> 8, by0 + h - 1)
+        if py0 > py1:
+            continue
         area = (x0 - x1) * (y2 - y0) - (x2 - x0) * (y0 - y1)
         if area == 0:
             continue
@@ -112,12 +122,6 @@ def _rasterize(X, Y, xw, yw, zw, faces, bx0, by0, zbuf):  # pragma: no cover - c
         c2 = dcdx2 * x2 - dcdy2 * y2
         if dcdx2 < 0 or (dcdx2 == 0 and dcdy2 > 0):
             c2 += 1
-        px0 = max(min(x0, x1, x2) >> 8, bx0)
-        px1 = min((max(x0, x1, x2) - 1) >> 8, bx0 + w - 1)
-        py0 = max(min(y0, y1, y2) >> 8, by0)
-        py1 = min((max(y0, y1, y2) - 1) >> 8, by0 + h - 1)
-        if px0 > px1 or py0 > py1:
-            continue
         # Edge values at the row start, then stepped by -dcdx << 8 per pixel (integers, exact).
         D0 = dcdx0 << 8
         D1 = dcdx1 << 8
