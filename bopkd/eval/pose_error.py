@@ -302,18 +302,19 @@ def add(R_e: np.ndarray, t_e: np.ndarray, R_g: np.ndarray, t_g: np.ndarray, pts:
 class ModelNN:
     """Nearest-neighbour search among an object's vertices (model frame), for :func:`adi`.
 
-    Two exact methods: a uniform grid of cells of side ``h`` (about two vertex spacings), used when the
-    pose pair is close, and ``scipy.spatial.cKDTree`` otherwise. In the grid a query ``q`` (a moved copy
-    of vertex ``x_i``) starts from the distance to ``x_i`` itself, an upper bound on its nearest
-    distance, and scans only the cells of the box within that bound; so a close pair costs a few dozen
-    distance evaluations per vertex. Pairs whose mean bound exceeds :attr:`GRID_MAX` cells go to the tree.
+    Two exact methods: a uniform grid of cells of side ``h`` (about two vertex spacings), used when every
+    nearest distance is small, and ``scipy.spatial.cKDTree`` otherwise. In the grid a query ``q`` (a moved
+    copy of vertex ``x``) starts from an upper bound on its nearest distance (its distance to ``x`` itself
+    or to the previous query's nearest vertex) and scans only the cells of the box within that bound; a
+    close pair, or one related by a symmetry, costs a few dozen distance evaluations per vertex. A pair
+    whose bounds exceed :attr:`GRID_MAX` cells too often goes to the tree.
 
     Why by hand: the grid walk is several times faster than a k-d tree query for the common case of a
     nearly correct pose; the k-d tree keeps far poses fast.
     """
 
-    #: Largest mean search radius (in cells) handled by the grid.
-    GRID_MAX = 2.5
+    #: Largest search radius (in cells) handled by the grid.
+    GRID_MAX = 2.0
 
     def __init__(self, pts: np.ndarray):
         pts = np.ascontiguousarray(pts, np.float64)
@@ -344,22 +345,56 @@ class ModelNN:
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
-def _grid_adi(spts, start, lo, h, dims, pts, A, b):  # pragma: no cover - compiled
-    """Mean over vertices x_i of the nearest distance from ``q_i = A x_i + b`` to the vertices."""
+def _grid_adi(spts, start, lo, h, dims, A, b, rcap):  # pragma: no cover - compiled
+    """Mean over vertices x of the nearest distance from ``q = A x + b`` to the vertices; -1 if abandoned.
+
+    Vertices are visited in grid order, so consecutive queries are close: the upper bound of a query is
+    the smaller of its distance to its own vertex and to the previous query's nearest vertex. Only
+    cells of the box within that bound are scanned; a bound above ``rcap`` means an exhaustive search for
+    that vertex, and more than 32 of those abandon the pair.
+    """
     d0, d1, d2 = dims[0], dims[1], dims[2]
     acc = 0.0
-    for p in range(pts.shape[0]):
-        x = pts[p, 0]
-        y = pts[p, 1]
-        z = pts[p, 2]
+    last = -1
+    n_full = 0
+    for p in range(spts.shape[0]):
+        x = spts[p, 0]
+        y = spts[p, 1]
+        z = spts[p, 2]
         q0 = A[0, 0] * x + A[0, 1] * y + A[0, 2] * z + b[0]
         q1 = A[1, 0] * x + A[1, 1] * y + A[1, 2] * z + b[1]
         q2 = A[2, 0] * x + A[2, 1] * y + A[2, 2] * z + b[2]
         e0 = x - q0
         e1 = y - q1
         e2 = z - q2
-        best = e0 * e0 + e1 * e1 + e2 * e2  # the vertex itself bounds the nearest distance
+        best = e0 * e0 + e1 * e1 + e2 * e2
+        arg = p
+        if last >= 0:
+            e0 = spts[last, 0] - q0
+            e1 = spts[last, 1] - q1
+            e2 = spts[last, 2] - q2
+            dd = e0 * e0 + e1 * e1 + e2 * e2
+            if dd < best:
+                best = dd
+                arg = last
         r = np.sqrt(best)
+        if r > rcap:
+            # No small bound (the first vertex, a jump in the grid order, or a far pose): exhaustive
+            # search for this vertex; too many of them and the pair goes to the k-d tree.
+            n_full += 1
+            if n_full > 32:
+                return -1.0
+            for m in range(spts.shape[0]):
+                e0 = spts[m, 0] - q0
+                e1 = spts[m, 1] - q1
+                e2 = spts[m, 2] - q2
+                dd = e0 * e0 + e1 * e1 + e2 * e2
+                if dd < best:
+                    best = dd
+                    arg = m
+            last = arg
+            acc += np.sqrt(best)
+            continue
         i0 = min(max(int(np.floor((q0 - r - lo[0]) / h)), 0), d0 - 1)
         i1 = min(max(int(np.floor((q0 + r - lo[0]) / h)), 0), d0 - 1)
         j0 = min(max(int(np.floor((q1 - r - lo[1]) / h)), 0), d1 - 1)
@@ -376,8 +411,10 @@ def _grid_adi(spts, start, lo, h, dims, pts, A, b):  # pragma: no cover - compil
                     dd = e0 * e0 + e1 * e1 + e2 * e2
                     if dd < best:
                         best = dd
+                        arg = m
+        last = arg
         acc += np.sqrt(best)
-    return acc / pts.shape[0]
+    return acc / spts.shape[0]
 
 
 def model_tree(pts: np.ndarray) -> ModelNN:
@@ -411,11 +448,10 @@ def adi(
     Rt = np.transpose(R_e, (0, 2, 1))
     A = np.ascontiguousarray(Rt @ R_g)
     b = np.ascontiguousarray(np.einsum("nij,nj->ni", Rt, t_g - t_e))
-    # Mean distance of each vertex to its own moved copy = ADD: the grid handles pairs where it is small.
-    near = add(R_e, t_e, R_g, t_g, pts) <= ModelNN.GRID_MAX * nn.h
-    for n in np.flatnonzero(near):
-        out[n] = _grid_adi(nn.sorted_pts, nn.start, nn.lo, nn.h, nn.dims, pts, A[n], b[n])
-    far = np.flatnonzero(~near)
+    rcap = ModelNN.GRID_MAX * nn.h
+    for n in range(len(R_e)):
+        out[n] = _grid_adi(nn.sorted_pts, nn.start, nn.lo, nn.h, nn.dims, A[n], b[n], rcap)
+    far = np.flatnonzero(out < 0)
     for k in range(0, len(far), max(1, CHUNK_ELEMS // (3 * len(pts)))):
         idx = far[k : k + max(1, CHUNK_ELEMS // (3 * len(pts)))]
         q = pts[None] @ np.transpose(A[idx], (0, 2, 1)) + b[idx, None, :]
