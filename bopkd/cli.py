@@ -249,9 +249,9 @@ def score(
 ) -> None:
     """Score BOP result files (BOP'19 AR: VSD, MSSD, MSPD; ADD(-S), ADI, ADD), or only check them.
 
-    Writes OUT/<result name>/scores_bop19.json (the toolkit's keys), scores_ad.json (adi, add),
-    recalls.csv (per metric, tau, threshold and object) and scores_bopkd.json. Without depth images VSD
-    is skipped (AR null; MSSD and MSPD exact).
+    Writes OUT/<result name>/: scores_bop19.json, scores_ad.json (adi, add), recalls.csv, scores_bopkd.json.
+
+    Without depth images VSD is skipped: AR is null, MSSD and MSPD are exact.
     """
     if check_only:
         from bopkd.eval.check import check_submission
