@@ -37,7 +37,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-#: Upper bound on the number of doubles one chunk of :func:`adi` queries at once (about 64 MB).
+#: Upper bound on the number of doubles one chunk of k-d tree queries of :func:`adi` holds (about 64 MB).
 CHUNK_ELEMS = 8_000_000
 
 
@@ -45,12 +45,6 @@ def _as_batch(R: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     R = np.ascontiguousarray(R, dtype=np.float64).reshape(-1, 3, 3)
     t = np.ascontiguousarray(t, dtype=np.float64).reshape(-1, 3)
     return R, t
-
-
-def _chunks(n: int, per_item: int):
-    step = max(1, CHUNK_ELEMS // max(1, per_item))
-    for s in range(0, n, step):
-        yield slice(s, min(n, s + step))
 
 
 def spheres_overlap(t_e: np.ndarray, t_g: np.ndarray, diameter: float) -> np.ndarray:
@@ -452,8 +446,9 @@ def adi(
     for n in range(len(R_e)):
         out[n] = _grid_adi(nn.sorted_pts, nn.start, nn.lo, nn.h, nn.dims, A[n], b[n], rcap)
     far = np.flatnonzero(out < 0)
-    for k in range(0, len(far), max(1, CHUNK_ELEMS // (3 * len(pts)))):
-        idx = far[k : k + max(1, CHUNK_ELEMS // (3 * len(pts)))]
+    step = max(1, CHUNK_ELEMS // (3 * len(pts)))
+    for k in range(0, len(far), step):
+        idx = far[k : k + step]
         q = pts[None] @ np.transpose(A[idx], (0, 2, 1)) + b[idx, None, :]
         d, _ = nn.tree.query(q.reshape(-1, 3), k=1, workers=workers)
         out[idx] = d.reshape(len(idx), -1).mean(axis=1)

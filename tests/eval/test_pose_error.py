@@ -84,13 +84,19 @@ def test_mssd_and_mspd_match_per_pair_reference(kind):
         assert got_p[i] == pytest.approx(ref_mspd(Re[i], te[i], Rg[i], tg[i], K, pts, syms), rel=1e-12)
 
 
-def test_adi_chunking_does_not_change_results(monkeypatch):
-    pts = _pts(100)
-    Rg, tg = _poses(9)
-    Re, te = _perturb(Rg, tg)
-    full = pe.adi(Re, te, Rg, tg, pts)
+@pytest.mark.parametrize("deg,mm", [(1.0, 2.0), (20.0, 40.0), (180.0, 0.0)])
+def test_adi_grid_and_kd_tree_paths_agree(monkeypatch, deg, mm):
+    """Close pairs use the grid, far ones the k-d tree (chunked): both exact, so they agree."""
+    pts = _pts(400)
+    Rg, tg = _poses(8)
+    Re, te = _perturb(Rg, tg, deg=deg, mm=mm)
+    grid = pe.adi(Re, te, Rg, tg, pts)
+    monkeypatch.setattr(pe.ModelNN, "GRID_MAX", -1.0)  # every pair to the k-d tree
     monkeypatch.setattr(pe, "CHUNK_ELEMS", 1)  # one pair per chunk
-    np.testing.assert_array_equal(full, pe.adi(Re, te, Rg, tg, pts))
+    tree = pe.adi(Re, te, Rg, tg, pts, workers=2)
+    np.testing.assert_allclose(grid, tree, rtol=1e-12)
+    for i in range(3):
+        assert grid[i] == pytest.approx(ref_adi(Re[i], te[i], Rg[i], tg[i], pts), rel=1e-12)
 
 
 def test_batch_equals_one_pair_at_a_time():
