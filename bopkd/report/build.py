@@ -6,7 +6,8 @@
 
     OUT/table.md, table.csv (numbers), table.tex, runs.csv (one row per submission, not aggregated)
     OUT/fig_per_object.png, fig_recall_curves.png, fig_loss_curves.png, fig_accuracy_vs_cost.png
-    OUT/report.html (tables and figures in one file)
+    OUT/report.md (title, notes, table, figures, submissions) and
+    OUT/report.html (the same in one self-contained file, figures inlined)
 """
 
 from __future__ import annotations
@@ -43,11 +44,25 @@ def _png(fig) -> bytes:
 
 
 def build_report(
-    results_dir: str | Path, out_dir: str | Path, scores_dir: str | Path | None = None, title: str = ""
+    results_dir: str | Path,
+    out_dir: str | Path,
+    scores_dir: str | Path | None = None,
+    title: str = "",
+    csvs: list[str | Path] | None = None,
+    notes: list[str] | tuple[str, ...] = (),
 ) -> Report:
-    """Build the report of all scored submissions in ``results_dir`` into ``out_dir``."""
+    """Build the report of all scored submissions in ``results_dir`` into ``out_dir``.
+
+    Args:
+        csvs: only these submissions (default: every scored CSV of ``results_dir``).
+        notes: sentences shown under the title (e.g. missing test images, the protocol).
+    """
     results_dir, out_dir = Path(results_dir), Path(out_dir)
-    results = collect_results(results_dir, Path(scores_dir) if scores_dir else None)
+    results = collect_results(
+        results_dir,
+        Path(scores_dir) if scores_dir else None,
+        None if csvs is None else [Path(c) for c in csvs],
+    )
     runs = results_frame(results)
     table = comparison_table(runs)
     shown = display_table(table)
@@ -96,6 +111,8 @@ def build_report(
     ]
     if protocols:
         parts.append(f"<p><b>Protocol:</b> {html.escape(', '.join(protocols))}</p>")
+    for n in notes:
+        parts.append(f"<p class='note'><b>Note:</b> {html.escape(n)}</p>")
     parts.append("<h2>Comparison</h2>")
     parts.append(shown.to_html(index=False, escape=True, na_rep="–"))
     captions = {
@@ -114,4 +131,19 @@ def build_report(
         parts.append(f"<li><code>{html.escape(str(r.csv_path))}</code></li>")
     parts.append("</ul></body></html>")
     put_text("report.html", "\n".join(parts) + "\n")
+
+    md = [f"# {title}", ""]
+    md.append(
+        f"{len(runs)} scored submissions; accuracy in percent (mean ± std over seeds), gains in points over the "
+        f"direct student (kd = none) of the same backbone. Scores by engine: {', '.join(engines) or '?'}; "
+        f"speed measured on: {', '.join(devices) or '?'}."
+    )
+    md.append("")
+    if protocols:
+        md += [f"**Protocol:** {', '.join(protocols)}", ""]
+    md += [f"**Note:** {n}" + "\n" for n in notes]
+    md += ["## Comparison", "", shown.to_markdown(index=False), ""]
+    md += [f"## {captions[name]}\n\n![{captions[name]}]({name})\n" for name in pngs]
+    md += ["## Submissions (BOP CSV, ready to upload)", ""] + [f"- `{r.csv_path}`" for r in results] + [""]
+    put_text("report.md", "\n".join(md))
     return rep

@@ -36,6 +36,7 @@ class ModelResult:
     ar_vsd: float | None = None
     ar_mssd: float | None = None
     ar_mspd: float | None = None
+    ar_mssd_mspd: float | None = None  # mean of AR_MSSD and AR_MSPD, written when VSD could not be computed
     add_01d: float | None = None
     per_object_add: dict[int, float] = field(default_factory=dict)
     time_per_image: float | None = None
@@ -72,8 +73,43 @@ def _read_json(path: Path) -> dict:
         raise BopkdError(f"{path}: not valid JSON ({e}); rerun the stage that wrote it") from None
 
 
+def _run_dir(side: dict) -> Path | None:
+    """The training run folder: the sidecar's ``run_dir``, else the folder of its ``checkpoint``
+    (``RUN/checkpoints/final.pt`` as ``bopkd predict`` records it)."""
+    rd = _get(side, "run_dir", "model.run_dir")
+    if rd:
+        return Path(rd)
+    ck = _get(side, "checkpoint", "model.checkpoint")
+    if ck:
+        p = Path(ck)
+        if p.parent.name == "checkpoints":
+            return p.parent.parent
+        if p.is_dir():
+            return p
+    return None
+
+
+def _run_seed(run_dir: Path | None) -> int | None:
+    """The ``seed`` of a run's ``config.yaml`` (None when absent or unreadable)."""
+    if run_dir is None or not (run_dir / "config.yaml").is_file():
+        return None
+    import yaml
+
+    try:
+        cfg = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
+    except (yaml.YAMLError, OSError, UnicodeDecodeError):
+        return None
+    seed = cfg.get("seed") if isinstance(cfg, dict) else None
+    return int(seed) if isinstance(seed, int) else None
+
+
 def load_result(csv_path: Path, scores_dir: Path) -> ModelResult | None:
-    """One :class:`ModelResult`, or None when the submission has not been scored yet."""
+    """One :class:`ModelResult`, or None when the submission has not been scored yet.
+
+    Sidecar keys read (nested ``model.*``/``speed.*`` or the flat keys ``bopkd predict`` writes):
+    role, backbone, kd (``kd_method``), seed (else the run's ``config.yaml``), params, macs,
+    ms_per_image, device, protocol, run_dir (else derived from ``checkpoint``).
+    """
     from bopkd.eval.naming import parse_result_name
 
     name = str(parse_result_name(csv_path))
@@ -85,8 +121,11 @@ def load_result(csv_path: Path, scores_dir: Path) -> ModelResult | None:
     side = _read_json(side_path) if side_path.is_file() else {}
     role = str(_get(side, "model.role", "role", default="other"))
     backbone = str(_get(side, "model.backbone", "backbone", default="?"))
-    kd = str(_get(side, "model.kd", "kd", default="-" if role == "teacher" else "none"))
+    kd = str(_get(side, "model.kd", "kd", "kd_method", default="-" if role == "teacher" else "none"))
+    run_dir = _run_dir(side)
     seed = _get(side, "model.seed", "seed")
+    if seed is None:
+        seed = _run_seed(run_dir)
     label = (
         f"teacher ({backbone})"
         if role == "teacher"
@@ -105,6 +144,7 @@ def load_result(csv_path: Path, scores_dir: Path) -> ModelResult | None:
         ar_vsd=_get(s, "bop19_average_recall_vsd"),
         ar_mssd=_get(s, "bop19_average_recall_mssd"),
         ar_mspd=_get(s, "bop19_average_recall_mspd"),
+        ar_mssd_mspd=_get(s, "bop19_average_recall_mssd_mspd"),
         time_per_image=_get(s, "bop19_average_time_per_image"),
         engine=_get(s, "engine"),
         params=_get(side, "model.params", "params"),
@@ -112,7 +152,7 @@ def load_result(csv_path: Path, scores_dir: Path) -> ModelResult | None:
         ms_per_image=_get(side, "speed.ms_per_image", "ms_per_image"),
         device=_get(side, "speed.device", "device"),
         protocol=_get(side, "protocol"),
-        run_dir=Path(rd) if (rd := _get(side, "run_dir", "model.run_dir")) else None,
+        run_dir=run_dir,
         recalls_csv=(sdir / "recalls.csv") if (sdir / "recalls.csv").is_file() else None,
     )
     ad_path = sdir / "scores_ad.json"
@@ -124,14 +164,17 @@ def load_result(csv_path: Path, scores_dir: Path) -> ModelResult | None:
     return r
 
 
-def collect_results(results_dir: Path, scores_dir: Path | None = None) -> list[ModelResult]:
-    """All scored submissions in ``results_dir`` (scores in ``results_dir/scores`` by default)."""
+def collect_results(
+    results_dir: Path, scores_dir: Path | None = None, csvs: list[Path] | None = None
+) -> list[ModelResult]:
+    """All scored submissions in ``results_dir`` (scores in ``results_dir/scores`` by default), or only
+    the files ``csvs`` (e.g. those of one pipeline run, when the folder holds other datasets' too)."""
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise BopkdError(f"{results_dir}: no such results folder; run bopkd predict and bopkd score first")
     scores_dir = Path(scores_dir) if scores_dir else results_dir / "scores"
     out = []
-    for csv in sorted(results_dir.glob("*.csv")):
+    for csv in sorted(results_dir.glob("*.csv")) if csvs is None else [Path(c) for c in csvs]:
         try:
             r = load_result(csv, scores_dir)
         except BopkdError:
@@ -160,6 +203,7 @@ def results_frame(results: list[ModelResult]) -> pd.DataFrame:
             "AR_VSD": r.ar_vsd,
             "AR_MSSD": r.ar_mssd,
             "AR_MSPD": r.ar_mspd,
+            "AR_MSSD_MSPD": r.ar_mssd_mspd,
             "ADD(-S)-0.1d": r.add_01d,
             "params": r.params,
             "MACs": r.macs,

@@ -153,7 +153,9 @@ def loss_curves(results: list[ModelResult]):
 
 def accuracy_vs_cost(table: pd.DataFrame):
     """AR (or ADD(-S) when AR is missing) versus parameters and versus ms/image."""
-    metric = "AR" if table["AR"].notna().any() else "ADD(-S)-0.1d"
+    metric = next(
+        (m for m in ("AR", "AR_MSSD_MSPD", "ADD(-S)-0.1d") if m in table and table[m].notna().any()), "AR"
+    )
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     for ax, col, xlabel in zip(axes, ("params", "ms/image"), ("parameters", "ms / image"), strict=True):
         for _, row in table.iterrows():

@@ -10,7 +10,19 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-METRICS = ["AR", "AR_VSD", "AR_MSSD", "AR_MSPD", "ADD(-S)-0.1d"]
+METRICS = ["AR", "AR_VSD", "AR_MSSD", "AR_MSPD", "AR_MSSD_MSPD", "ADD(-S)-0.1d"]
+#: Shown only when some submission has it (test splits without depth: VSD and the full AR are undefined).
+OPTIONAL_METRICS = ("AR_MSSD_MSPD",)
+
+
+def gain_metrics(t: pd.DataFrame) -> list[str]:
+    """Metrics with a ``gain`` column: AR (or AR_MSSD_MSPD when AR is undefined) and ADD(-S)-0.1d."""
+    ms = ["AR"]
+    if "AR_MSSD_MSPD" in t and pd.to_numeric(t["AR_MSSD_MSPD"], errors="coerce").notna().any():
+        ms.append("AR_MSSD_MSPD")
+    return [*ms, "ADD(-S)-0.1d"]
+
+
 _KD_ORDER = {"-": 0, "none": 1, "pred": 2, "fkd": 3, "ot": 4, "fkd+ot": 5}
 
 
@@ -50,7 +62,9 @@ def comparison_table(runs: pd.DataFrame) -> pd.DataFrame:
         row["protocol"] = next((p for p in g["protocol"] if isinstance(p, str)), "")
         rows.append(row)
     t = pd.DataFrame(rows)
-    for m in ("AR", "ADD(-S)-0.1d"):
+    for m in gain_metrics(t):
+        if m not in t:
+            t[m] = np.nan
         base = t[(t["role"] == "student") & (t["kd"] == "none")].set_index("backbone")[m]
         t[f"gain {m}"] = [
             (r[m] - base[r["backbone"]]) if r["role"] == "student" and r["backbone"] in base.index else np.nan
@@ -82,9 +96,11 @@ def display_table(t: pd.DataFrame, per_object: bool = True) -> pd.DataFrame:
     """Formatted strings for Markdown, LaTeX and HTML: ``mean ± std`` in percent, sizes humanised."""
     out = pd.DataFrame({"model": t["model"], "seeds": t["seeds"]})
     for m in METRICS:
+        if m in OPTIONAL_METRICS and (m not in t or not pd.to_numeric(t[m], errors="coerce").notna().any()):
+            continue
         if m in t:
             out[m] = [_fmt(a, b) for a, b in zip(t[m], t.get(f"{m} std", [np.nan] * len(t)), strict=True)]
-    for m in ("AR", "ADD(-S)-0.1d"):
+    for m in gain_metrics(t):
         out[f"gain {m}"] = ["–" if np.isnan(g) else f"{g:+.1f}" for g in t[f"gain {m}"].astype(float)]
     if per_object:
         for c in [c for c in t.columns if c.startswith("ADD(-S) obj ") and not c.endswith(" std")]:

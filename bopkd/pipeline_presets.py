@@ -1,0 +1,149 @@
+"""Presets of ``bopkd run-pipeline``: what each stage does at the ``demo``, ``quick`` and ``paper`` scales.
+
+A preset fixes, for one dataset:
+
+- the dataset stage: the BOP parts to download for a registered dataset (``lmo``, ``lm``, ``ycbv``,
+  ``tless``), or the settings of :class:`bopkd.data.synth.SynthConfig` for a synthetic one;
+- the training runs: a training preset of :data:`bopkd.train.config.PRESETS` plus overrides shared by
+  all runs (``train``), the teacher's own (``teacher``) and the students' own (``student``), as nested
+  dicts of :class:`bopkd.train.config.RunConfig` keys; the teacher backbone; the default student
+  backbones and seeds;
+- the distillation weight of each method (``kd_weights``; a method absent there keeps its registry
+  default: ``pred`` 5, ``fkd`` 1, ``ot`` 5 as ``--kd_weight 5`` of Guo et al.'s code, ``fkd+ot`` 5 on its
+  OT term);
+- inference overrides (``predict``, ``key=value`` strings of ``bopkd predict --set``) and the metrics
+  scored.
+
+``demo`` is the embedded default: a small synthetic dataset of bopkd's procedural objects with
+LINEMOD-like viewpoints (upper hemisphere, 600-1100 mm), crop-mode networks on 96 px zoom-in crops with
+GT boxes at test time (the ``oracle-gt-boxes`` protocol: every output says so), a teacher that is a
+wider tiny DarkNet than the students. Its budget was tuned by running it on a 2-core CPU shared with
+other jobs (see the README's "Run the whole pipeline").
+
+``quick`` runs every stage on a real BOP dataset at reduced scale (a few thousand PBR training images,
+short schedules, the same tiny networks on 128 px crops); ``paper`` uses the settings of Guo et al.
+(CVPR 2023, GUOShuxuan/kd-6d-pose-adlp): DarkNet-53 teacher, DarkNet-tiny and DarkNet-tiny-h
+students, whole 640x480 images, batch 16, AdamW 1e-3 one-cycle, 10000 iterations per network (the
+``paper`` training preset), OT weight 5; it is meant for GPU machines.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+
+from bopkd.errors import BopkdError
+
+#: Distillation methods compared by default, in report order.
+DEFAULT_METHODS = ("none", "pred", "fkd", "ot", "fkd+ot")
+
+
+@dataclass(frozen=True)
+class PipelinePreset:
+    """The settings of one pipeline scale (see the module docstring)."""
+
+    name: str
+    description: str
+    train_preset: str
+    teacher_backbone: str
+    students: tuple[str, ...]
+    seeds: tuple[int, ...] = (0,)
+    parts: tuple[str, ...] = ("base", "models", "test_bop19", "train_pbr")
+    synth: dict = field(default_factory=dict)
+    train: dict = field(default_factory=dict)
+    teacher: dict = field(default_factory=dict)
+    student: dict = field(default_factory=dict)
+    kd_weights: dict = field(default_factory=dict)
+    predict: tuple[str, ...] = ()
+    metrics: tuple[str, ...] = ("bop19", "ad")
+
+    def copy_section(self, name: str) -> dict:
+        return copy.deepcopy(getattr(self, name))
+
+
+#: Smaller FPN/head for the tiny networks of demo and quick: on a CPU the FPN levels and the head
+#: cost as much as the backbone, so a 64-channel, 2-conv head keeps the wider teacher affordable.
+_TINY_HEAD = {"fpn_channels": 64, "head_convs": 2}
+
+PRESETS: dict[str, PipelinePreset] = {
+    "demo": PipelinePreset(
+        name="demo",
+        description="synthetic procedural objects, 96 px GT-box crops, tiny networks; minutes on a CPU",
+        train_preset="demo",
+        teacher_backbone="darknet-tiny-h",
+        students=("tiny-cpu",),
+        seeds=(0,),
+        synth={
+            "models": "procedural",
+            "objects": [1, 2, 3],
+            "train": 240,
+            "test": 24,
+            "viewpoints": "linemod",
+            "objects_per_image": [2, 3],
+            "camera": "lm",
+            "seed": 0,
+        },
+        train={
+            "data": {"mode": "crop", "crop_size": 96, "num_workers": 1},
+            "augment": {"rotation": 10.0},
+            "batch_size": 8,
+            "ckpt_every": 25,
+            "log_every": 5,
+        },
+        teacher={"model": dict(_TINY_HEAD), "iters": 500},
+        student={"iters": 200},
+        predict=(),
+        metrics=("bop19", "ad"),
+    ),
+    "quick": PipelinePreset(
+        name="quick",
+        description="a real BOP dataset at reduced scale: 4000 PBR images, short schedules, tiny networks",
+        train_preset="demo",
+        teacher_backbone="darknet-tiny-h",
+        students=("tiny-cpu",),
+        seeds=(0,),
+        parts=("base", "models", "test_bop19", "train_pbr"),
+        synth={
+            "models": "procedural",
+            "train": 1000,
+            "test": 50,
+            "viewpoints": "linemod",
+            "objects_per_image": [3, 5],
+        },
+        train={
+            "data": {"mode": "crop", "crop_size": 128, "max_images": 4000, "num_workers": 2},
+            "batch_size": 16,
+            "ckpt_every": 100,
+            "log_every": 20,
+        },
+        teacher={"model": dict(_TINY_HEAD), "iters": 2000},
+        student={"iters": 1000},
+    ),
+    "paper": PipelinePreset(
+        name="paper",
+        description="Guo et al. (CVPR 2023): darknet53 teacher, darknet-tiny(-h) students, 640x480, 10k iterations",
+        train_preset="paper",
+        teacher_backbone="darknet53",
+        students=("darknet-tiny", "darknet-tiny-h"),
+        seeds=(0,),
+        parts=("base", "models", "test_bop19", "train_pbr"),
+        synth={"models": "procedural", "train": 20000, "test": 200, "viewpoints": "linemod"},
+        train={"ckpt_every": 500},
+        kd_weights={"ot": 5.0},
+    ),
+}
+
+#: The preset a dataset name implies when ``--preset`` is not given.
+DEFAULT_PRESET_FOR = {"demo": "demo"}
+DEFAULT_PRESET = "quick"
+
+
+def get_preset(name: str) -> PipelinePreset:
+    if name not in PRESETS:
+        raise BopkdError(f"unknown pipeline preset {name!r}: use one of {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+def default_preset(dataset: str) -> str:
+    """``demo`` for the dataset named ``demo``, else ``quick`` (``--preset paper`` on GPU machines)."""
+    return DEFAULT_PRESET_FOR.get(dataset, DEFAULT_PRESET)

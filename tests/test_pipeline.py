@@ -1,0 +1,411 @@
+"""Tests of ``bopkd run-pipeline`` (bopkd/pipeline.py): the demo end to end at a tiny size, skipping on
+rerun, rerunning exactly what a changed setting affects, resuming after a kill, the lock, and lmo via a
+local mirror serving archives built from the real LM-O sample."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from bopkd.cli import app
+from bopkd.errors import BopkdError
+from bopkd.pipeline import (
+    PipelineOptions,
+    RunLock,
+    _Tee,
+    build_plan,
+    forced_names,
+    parse_sets,
+    run_pipeline,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+#: A demo small enough for a test: 3 objects, 10 train + 3 test images, a few iterations; score_th 0 so
+#: that the barely trained networks still output a pose for every target.
+TINY_SETS = [
+    "synth.train=10",
+    "synth.test=3",
+    "synth.width=320",
+    "synth.height=240",
+    "train.data.num_workers=0",
+    "train.data.crop_size=64",
+    "train.batch_size=2",
+    "train.ckpt_every=2",
+    "teacher.iters=4",
+    "student.iters=2",
+    "predict.predict.score_th=0.0",
+]
+
+
+@contextlib.contextmanager
+def inside(folder: Path):
+    """Run in ``folder``: the pipeline gets relative paths, so a copied folder is a valid run folder too."""
+    old = Path.cwd()
+    os.chdir(folder)
+    try:
+        yield folder
+    finally:
+        os.chdir(old)
+
+
+def tiny_args(*extra: str, methods: str | None = None) -> list[str]:
+    args = [
+        "run-pipeline",
+        "demo",
+        "--device",
+        "cpu",
+        "--threads",
+        "1",
+    ]
+    for s in TINY_SETS:
+        args += ["--set", s]
+    if methods:
+        args += ["--methods", methods]
+    return args + list(extra)
+
+
+def tiny_options(methods=None, sets=(), **kw) -> PipelineOptions:
+    return PipelineOptions(
+        dataset="demo",
+        device="cpu",
+        threads=1,
+        methods=methods,
+        sets=[*TINY_SETS, *sets],
+        progress=False,
+        **kw,
+    )
+
+
+def records(tmp: Path, preset: str = "demo", dataset: str = "demo") -> dict[str, dict]:
+    d = tmp / "runs" / f"{dataset}-{preset}" / "stages"
+    return {p.stem: json.loads(p.read_text()) for p in sorted(d.glob("*.json"))}
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """The whole tiny demo (every method), run once through the CLI."""
+    tmp = tmp_path_factory.mktemp("demo")
+    with inside(tmp):
+        r = CliRunner().invoke(app, tiny_args())
+    assert r.exit_code == 0, r.output
+    return tmp, r.output
+
+
+# --- end to end ----------------------------------------------------------------------------------------
+
+
+def test_demo_end_to_end_writes_every_stage_and_a_report(demo_run):
+    tmp, output = demo_run
+    recs = records(tmp)
+    methods = ["none", "pred", "fkd", "ot", "fkd+ot"]
+    expected = {"data", "teacher", "predict-teacher", "score-teacher", "report"}
+    for m in methods:
+        expected |= {f"student-tiny-cpu-{m}-s0", f"predict-tiny-cpu-{m}-s0", f"score-tiny-cpu-{m}-s0"}
+    assert set(recs) == expected
+    # every record names its settings hash, its inputs' and outputs' checksums, and the outputs exist
+    for name, rec in recs.items():
+        assert rec["config_hash"] and rec["fingerprint"], name
+        for p, e in rec["outputs"].items():
+            assert (tmp / p).is_file() and len(e["sha256"]) == 64, (name, p)
+        assert set(rec["inputs"]) == set(build_deps(recs, name)), name
+    # a direct student does not consume the teacher; distilled students do
+    assert set(recs["student-tiny-cpu-none-s0"]["inputs"]) == {"data"}
+    assert set(recs["student-tiny-cpu-ot-s0"]["inputs"]) == {"data", "teacher"}
+    teacher_ckpt = recs["teacher"]["info"]["checkpoint"]
+    assert recs["student-tiny-cpu-ot-s0"]["inputs"]["teacher"] == {
+        teacher_ckpt: recs["teacher"]["outputs"][teacher_ckpt]["sha256"]
+    }
+    # BOP-named submissions in results/, one per model, with their sidecars and scores
+    csvs = sorted((tmp / "results").glob("*.csv"))
+    names = {c.name for c in csvs}
+    assert "bopkd-teacher-darknettinyh-s0-oracle-gt-boxes_demo-test.csv" in names
+    for m in methods:
+        assert f"bopkd-{m}-tinycpu-s0-oracle-gt-boxes_demo-test.csv" in names
+    assert len(csvs) == 6
+    for c in csvs:
+        assert c.with_name(c.name + ".json").is_file()
+        assert (tmp / "results" / "scores" / c.stem / "scores_bop19.json").is_file()
+    # logs: one per stage, and the pipeline's own
+    logs = tmp / "runs" / "demo-demo" / "logs"
+    assert {p.stem for p in logs.glob("*.log")} == expected | {"pipeline"}
+    assert "resuming" not in (logs / "teacher.log").read_text()
+    assert "trained 4 iterations" in (logs / "teacher.log").read_text()
+    # the report
+    rep = tmp / "reports" / "demo-demo"
+    for f in ("report.html", "report.md", "table.md", "table.csv", "runs.csv", "fig_loss_curves.png"):
+        assert (rep / f).is_file(), f
+    assert "oracle-gt-boxes" in (rep / "report.md").read_text()
+
+
+def build_deps(recs: dict, name: str) -> list[str]:
+    """The deps a stage is planned with (from the plan itself, independent of the records)."""
+    kind = recs[name]["kind"]
+    if kind == "data":
+        return []
+    if kind == "teacher":
+        return ["data"]
+    if kind == "student":
+        return ["data"] if name.endswith("-none-s0") else ["data", "teacher"]
+    if kind == "report":
+        return [n for n in recs if n.startswith(("predict-", "score-"))]
+    label = name.split("-", 1)[1]
+    if kind == "predict":
+        return ["teacher" if label == "teacher" else f"student-{label}", "data"]
+    return [f"predict-{label}", "data"]
+
+
+def test_report_lists_every_method_with_the_numbers_of_the_score_files(demo_run):
+    tmp, _ = demo_run
+    table = pd.read_csv(tmp / "reports" / "demo-demo" / "table.csv")
+    runs = pd.read_csv(tmp / "reports" / "demo-demo" / "runs.csv")
+    assert list(table["kd"]) == ["-", "none", "pred", "fkd", "ot", "fkd+ot"]
+    assert list(table["role"]) == ["teacher"] + ["student"] * 5
+    assert set(table["backbone"]) == {"darknet-tiny-h", "tiny-cpu"}
+    for _, row in runs.iterrows():
+        sdir = tmp / "results" / "scores" / row["result"]
+        s = json.loads((sdir / "scores_bop19.json").read_text())
+        ad = json.loads((sdir / "scores_ad.json").read_text())
+        t = table[(table["backbone"] == row["backbone"]) & (table["kd"] == row["kd"])].iloc[0]
+        assert t["AR"] == pytest.approx(100 * s["bop19_average_recall"])
+        assert t["AR_MSSD"] == pytest.approx(100 * s["bop19_average_recall_mssd"])
+        assert t["AR_MSPD"] == pytest.approx(100 * s["bop19_average_recall_mspd"])
+        assert t["AR_VSD"] == pytest.approx(100 * s["bop19_average_recall_vsd"])
+        assert t["ADD(-S)-0.1d"] == pytest.approx(100 * ad["recall"])
+        assert row["seed"] == 0
+        side = json.loads((tmp / "results" / f"{row['result']}.csv.json").read_text())
+        assert row["params"] == side["params"]
+    md = (tmp / "reports" / "demo-demo" / "table.md").read_text()
+    for label in ["teacher (darknet-tiny-h)"] + [
+        f"tiny-cpu / {m}" for m in ("none", "pred", "fkd", "ot", "fkd+ot")
+    ]:
+        assert label in md
+
+
+def test_rerun_executes_no_stage(demo_run):
+    tmp, _ = demo_run
+    before = {n: r["finished"] for n, r in records(tmp).items()}
+    with inside(tmp):
+        res = run_pipeline(tiny_options())
+        assert res.executed == []
+        assert len(res.skipped) == len(before)
+        assert {n: r["finished"] for n, r in records(tmp).items()} == before
+        # the dry run says the same
+        r = CliRunner().invoke(app, [*tiny_args(), "--dry-run"])
+    assert r.exit_code == 0, r.output
+    assert "20 of 20 stages done" in r.output
+
+
+def test_changed_student_setting_reruns_only_that_student_and_downstream(demo_run, tmp_path):
+    src, _ = demo_run
+    tmp = tmp_path / "copy"
+    shutil.copytree(src, tmp)  # relative paths in the records: the copy is a run folder of its own
+    with inside(tmp):
+        _changed_settings(tmp)
+
+
+def _changed_settings(tmp: Path) -> None:
+    res = run_pipeline(tiny_options(sets=["student@ot.optim.lr=5e-4"]))
+    assert res.executed == [
+        "student-tiny-cpu-ot-s0",
+        "predict-tiny-cpu-ot-s0",
+        "score-tiny-cpu-ot-s0",
+        "report",
+    ]
+    # the old training folder is kept (a changed setting trains in a new one)
+    assert len(list((tmp / "runs" / "demo-demo" / "train").glob("student-tiny-cpu-ot-s0-*"))) == 2
+    # a changed teacher reruns the teacher and every distilled student, not the direct one
+    res = run_pipeline(tiny_options(sets=["student@ot.optim.lr=5e-4", "teacher.optim.lr=2e-3"]))
+    ran = set(res.executed)
+    assert {"teacher", "predict-teacher", "score-teacher", "report"} <= ran
+    for m in ("pred", "fkd", "ot", "fkd+ot"):
+        assert f"student-tiny-cpu-{m}-s0" in ran
+    assert not any("-none-" in n for n in ran) and "data" not in ran
+    # --force of one stage reruns it and what its changed outputs feed
+    res = run_pipeline(
+        tiny_options(sets=["student@ot.optim.lr=5e-4", "teacher.optim.lr=2e-3"], force=["report"])
+    )
+    assert res.executed == ["report"]
+    # a removed output is noticed
+    csv = tmp / records(tmp)["predict-tiny-cpu-none-s0"]["info"]["csv"]
+    csv.unlink()
+    res = run_pipeline(tiny_options(sets=["student@ot.optim.lr=5e-4", "teacher.optim.lr=2e-3"]))
+    assert res.executed[0] == "predict-tiny-cpu-none-s0" and "report" in res.executed
+
+
+# --- resume after a kill; the lock ---------------------------------------------------------------------
+
+
+def test_killed_during_training_resumes_from_the_checkpoint_and_a_second_run_is_locked_out(
+    tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    args = tiny_args("--set", "teacher.iters=150", "--set", "train.ckpt_every=1", methods="none")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bopkd", *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    run = tmp_path / "runs" / "demo-demo"
+    try:
+        deadline = time.time() + 240
+        last = None
+        while time.time() < deadline and proc.poll() is None:
+            found = list((run / "train").glob("teacher-*/checkpoints/last.pt"))
+            metrics = list((run / "train").glob("teacher-*/metrics.csv"))
+            if found and metrics and len(metrics[0].read_text().splitlines()) >= 4:
+                last = found[0]
+                break
+            time.sleep(0.5)
+        assert last is not None, (
+            proc.stdout.read().decode() if proc.poll() is not None else "no checkpoint in time"
+        )
+        # a second run on the same folders is refused with the first one's pid
+        r = CliRunner().invoke(app, args)
+        assert r.exit_code != 0
+        assert isinstance(r.exception, BopkdError)
+        msg = str(r.exception)
+        assert f"pid {proc.pid}" in msg and "in use by another bopkd run-pipeline" in msg
+        assert "\n" not in msg
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert not (run / "stages" / "teacher.json").exists()
+    assert (run / "stages" / "data.json").exists()
+    data_before = (run / "stages" / "data.json").read_text()
+    from bopkd.train.checkpoint import load_checkpoint
+
+    it_killed = int(load_checkpoint(last)["iteration"])
+    assert 0 < it_killed < 150
+    # the same settings: the same training folder, continued from its checkpoint
+    res = run_pipeline(tiny_options(methods=["none"], sets=["teacher.iters=150", "train.ckpt_every=1"]))
+    assert res.executed[0] == "teacher" and "data" in res.skipped
+    assert (run / "stages" / "data.json").read_text() == data_before
+    log = (run / "logs" / "teacher.log").read_text()
+    assert f"resuming from {last.relative_to(tmp_path)}" in log
+    m = pd.read_csv(last.parent.parent / "metrics.csv")
+    assert list(m["iter"]) == sorted(set(m["iter"])) and m["iter"].iloc[-1] == 150
+    assert int(load_checkpoint(last.parent / "final.pt")["iteration"]) == 150
+    assert (tmp_path / "reports" / "demo-demo" / "report.html").is_file()
+
+
+def test_lock_names_the_holder_and_is_released_on_exit(tmp_path):
+    paths = [tmp_path / "runs" / "x" / ".lock"]
+    code = (
+        "import sys, time; from pathlib import Path; from bopkd.pipeline import RunLock\n"
+        f"with RunLock([Path({str(paths[0])!r})]):\n    print('locked', flush=True); time.sleep(60)\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with (
+            pytest.raises(BopkdError, match=rf"in use by another bopkd run-pipeline \(pid {holder.pid},"),
+            RunLock(paths),
+        ):
+            pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with RunLock(paths):  # released by the OS when the holder died
+        assert json.loads(paths[0].read_text())["pid"] == os.getpid()
+
+
+# --- planning, options and logs (no training) ----------------------------------------------------------
+
+
+def test_plan_orders_stages_and_scopes_overrides(tmp_path):
+    plan = build_plan(
+        tiny_options(methods=["none", "ot"], sets=["student@ot.iters=7", "student@tiny-cpu.optim.lr=3e-3"])
+    )
+    names = [s.name for s in plan.stages]
+    assert names == [
+        "data",
+        "teacher",
+        "predict-teacher",
+        "score-teacher",
+        "student-tiny-cpu-none-s0",
+        "predict-tiny-cpu-none-s0",
+        "score-tiny-cpu-none-s0",
+        "student-tiny-cpu-ot-s0",
+        "predict-tiny-cpu-ot-s0",
+        "score-tiny-cpu-ot-s0",
+        "report",
+    ]
+    none, ot = plan.stage("student-tiny-cpu-none-s0"), plan.stage("student-tiny-cpu-ot-s0")
+    assert none.config["iters"] == 2 and ot.config["iters"] == 7
+    assert none.config["optim"]["lr"] == ot.config["optim"]["lr"] == 3e-3
+    assert ot.config["kd"]["method"] == "ot" and ot.config["kd"]["weight"] == 5.0
+    assert "teacher" not in ot.config["kd"] and "device" not in ot.config  # not part of the settings hash
+    assert plan.stage("teacher").config["model"]["backbone"] == "darknet-tiny-h"
+    assert plan.stage("data").config["synth"]["train"] == 10
+    assert forced_names(plan, ["student"]) == {"student-tiny-cpu-none-s0", "student-tiny-cpu-ot-s0"}
+    assert forced_names(plan, ["score-*"]) == {
+        "score-teacher",
+        "score-tiny-cpu-none-s0",
+        "score-tiny-cpu-ot-s0",
+    }
+    with pytest.raises(BopkdError, match="matches no stage"):
+        forced_names(plan, ["nope"])
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (["iters=3"], "SCOPE.key=value"),
+        (["teacher@x.iters=3"], "SCOPE.key=value"),
+        (["synth.a.b=1"], "flat"),
+    ],
+)
+def test_bad_sets_are_one_line_errors(bad, match):
+    with pytest.raises(BopkdError, match=match):
+        parse_sets(bad)
+
+
+def test_bad_options_are_one_line_cli_errors(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for extra, match in (
+        (["--methods", "nope"], "unknown distillation method"),
+        (["--preset", "huge"], "unknown pipeline preset"),
+        (["--set", "teacher.optim.lr=-1"], "learning rate"),
+        (["--set", "synth.nope=1"], "unknown setting"),
+    ):
+        r = CliRunner().invoke(app, [*tiny_args(), *extra, "--dry-run"])
+        assert r.exit_code != 0 and isinstance(r.exception, BopkdError), (extra, r.output)
+        assert match in str(r.exception) and "\n" not in str(r.exception)
+    r = subprocess.run(
+        [sys.executable, "-m", "bopkd", *tiny_args(), "--methods", "nope", "--dry-run"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "unknown distillation method" in r.stderr
+
+
+def test_tee_keeps_the_last_state_of_progress_lines(tmp_path):
+    import io
+
+    console, log = io.StringIO(), io.StringIO()
+    t = _Tee(console, log)
+    t.write("start\n\r 10%|#  |\r 50%|### |")
+    t.write("\r100%|#####|\n\x1b[32mgreen\x1b[0m line\npartial")
+    t.close_line()
+    assert log.getvalue() == "start\n100%|#####|\ngreen line\npartial\n"
+    assert console.getvalue().startswith("start\n\r 10%")
