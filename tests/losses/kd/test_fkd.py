@@ -71,9 +71,9 @@ def test_positive_for_different_features_and_matches_formula():
         feat += np.sqrt(((ft - fs) ** 2 * ms * mc).sum())
         att += np.abs(sp(fs) - sp(ft)).mean() + np.abs(ch(fs) - ch(ft)).mean()
         nl += np.sqrt(((ft - fs) ** 2).sum())  # non-local outputs start as the identity (zero-initialised W)
-    assert float(terms["kd_fkd_feat"]) == pytest.approx(cfg.feat_weight * feat, rel=1e-4)
-    assert float(terms["kd_fkd_att"]) == pytest.approx(cfg.att_weight * att, rel=1e-4)
-    assert float(terms["kd_fkd_nl"]) == pytest.approx(cfg.nonlocal_weight * nl, rel=1e-4)
+    assert float(terms["kd_fkd_feat"].detach()) == pytest.approx(cfg.feat_weight * feat, rel=1e-4)
+    assert float(terms["kd_fkd_att"].detach()) == pytest.approx(cfg.att_weight * att, rel=1e-4)
+    assert float(terms["kd_fkd_nl"].detach()) == pytest.approx(cfg.nonlocal_weight * nl, rel=1e-4)
 
 
 def test_adapters_for_different_widths_and_gradients():
@@ -104,7 +104,7 @@ def test_weight_multiplies_all_terms():
     b = FKD(FKDConfig(weight=3.0), {8: 4}, {8: 4})(s, {}, t)
     # adapters are identities and the non-local outputs start as the identity: no dependence on init
     for k in a:
-        assert float(b[k]) == pytest.approx(3.0 * float(a[k]), rel=1e-6)
+        assert float(b[k].detach()) == pytest.approx(3.0 * float(a[k].detach()), rel=1e-6)
 
 
 def test_only_shared_levels_are_distilled():
@@ -119,7 +119,7 @@ def test_only_shared_levels_are_distilled():
         {**t, "features": t["features"][:1], "anchors": {"strides": [16]}},
     )
     for k in a:
-        assert float(a[k]) == pytest.approx(float(b[k]), rel=1e-6)
+        assert float(a[k].detach()) == pytest.approx(float(b[k].detach()), rel=1e-6)
     with pytest.raises(BopkdError, match="share no"):
         FKD(FKDConfig(), {8: 4}, {32: 4})
 
@@ -130,7 +130,7 @@ def test_backbone_features_option():
     m = FKD(FKDConfig(features="backbone"), {8: 4, 16: 4}, {8: 4, 16: 4})
     a = m(s, {}, t)
     b = FKD(FKDConfig(), {8: 4, 16: 4}, {8: 4, 16: 4})(s, {}, t)
-    assert float(a["kd_fkd_feat"]) != pytest.approx(float(b["kd_fkd_feat"]))
+    assert float(a["kd_fkd_feat"].detach()) != pytest.approx(float(b["kd_fkd_feat"].detach()))
 
 
 def test_nonlocal_block_dot_product_reference():
