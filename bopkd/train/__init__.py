@@ -1,0 +1,1 @@
+"""Training: typed run configs, the trainer (checkpoints, resume, DDP), and inference with BOP CSV export."""

@@ -1,0 +1,588 @@
+"""Typed run configuration: dataclasses, YAML files (``yaml.safe_load``), presets and dotted overrides.
+
+A run's configuration is built in layers, each overriding the previous one::
+
+    defaults (the dataclasses below) < preset < --config FILE < command-line options < --set key.sub=value
+
+Every layer is a nested plain dict; the merged dict is turned into a :class:`RunConfig` by
+:func:`from_dict`, which checks every key and value against the dataclass type hints and reports
+problems as one line naming the key, where the value came from, and the allowed values
+(:class:`~bopkd.errors.BopkdError`). ``--set`` values are parsed as YAML scalars/lists
+(``--set data.input_size=[320,240]``, ``--set model.fpn_channels=null``).
+
+Presets (:data:`PRESETS`, in code so that they ship with the package):
+
+- ``paper``: the settings of Guo et al., "Knowledge Distillation for 6D Pose Estimation by Aligning
+  Distributions of Local Predictions" (CVPR 2023; their code GUOShuxuan/kd-6d-pose-adlp,
+  ``configs/*.yaml`` and ``train.sh``): darknet53 teacher, batch 16, AdamW (lr 1e-3, weight decay 1e-4)
+  with a one-cycle schedule (5 % warm-up), gradient clipping 1.0, 640x480 inputs, augmentation shift
+  0.05, scale 0.05, rotation 10 degrees, 10000 iterations.
+- ``paper-crop``: ``paper`` with the 256x256 dynamic zoom-in crops of that code (``libs/dzi_libs.py``:
+  pad 1.5, scale ratio +-0.25, shift +-0.25).
+- ``cpu-quick``: a tiny network on 320x240 inputs, a few hundred iterations on the CPU.
+- ``demo``: crop mode with GT boxes, 128x128 crops, tiny network; the quick end-to-end demo.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+from bopkd.data.augment import AugmentConfig
+from bopkd.data.torch_dataset import DataConfig
+from bopkd.errors import BopkdError, MissingFileError
+from bopkd.losses.task import LossConfig
+from bopkd.models.posenet import ModelConfig
+
+
+@dataclass
+class OptimConfig:
+    """Optimiser and learning-rate schedule.
+
+    Attributes:
+        name: ``adamw`` (the paper's) or ``sgd``.
+        lr: peak learning rate.
+        weight_decay: decoupled weight decay (AdamW) or L2 (SGD).
+        betas: AdamW betas.
+        momentum: SGD momentum.
+        schedule: ``onecycle`` (``torch.optim.lr_scheduler.OneCycleLR``), ``cosine`` or ``constant``.
+        pct_start: one-cycle warm-up fraction of the run (0.05 = 5 %).
+        div_factor, final_div_factor: one-cycle start lr = lr / div_factor, end lr = start / final_div_factor.
+        grad_clip: clip the global gradient norm to this (0 = off).
+    """
+
+    name: Literal["adamw", "sgd"] = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    momentum: float = 0.9
+    schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
+    pct_start: float = 0.05
+    div_factor: float = 25.0
+    final_div_factor: float = 1e4
+    grad_clip: float = 1.0
+
+    def validate(self) -> None:
+        if not self.lr > 0:
+            raise BopkdError(f"optim.lr = {self.lr}: the learning rate must be > 0 (the paper uses 1e-3)")
+        if self.weight_decay < 0:
+            raise BopkdError(f"optim.weight_decay = {self.weight_decay} must be >= 0")
+        if not 0 < self.pct_start < 1:
+            raise BopkdError(f"optim.pct_start = {self.pct_start} must be in (0, 1) (the paper uses 0.05)")
+        if self.grad_clip < 0:
+            raise BopkdError(f"optim.grad_clip = {self.grad_clip} must be >= 0 (0 turns clipping off)")
+
+
+@dataclass
+class KDConfig:
+    """Knowledge distillation of a student from a frozen teacher (filled in by ``bopkd train student``).
+
+    Attributes:
+        method: ``none`` (student baseline) or a distillation method registered by ``bopkd.losses.kd``.
+        teacher: checkpoint (or run directory) of the teacher.
+        weight: weight of the distillation terms (``--kd-weight``); None = the method's default (5 for
+            ot and pred, 1 for fkd; for fkd+ot it sets the ot weight).
+        options: method-specific settings: fields of the method's config in ``bopkd.losses.kd``.
+    """
+
+    method: str = "none"
+    teacher: str | None = None
+    weight: float | None = None
+    options: dict = field(default_factory=dict)
+
+    def validate(self) -> None:
+        from bopkd.losses.kd.registry import make_spec
+
+        # name (one line listing the registered methods), options and weight, by the method's typed config
+        make_spec(self.method, self.options or None, self.weight, source="kd config")
+        if self.method != "none" and not self.teacher:
+            raise BopkdError(
+                f"kd.method = {self.method!r} needs a teacher checkpoint: add --teacher CHECKPOINT"
+            )
+
+
+@dataclass
+class PredictConfig:
+    """Inference: cell selection, PnP-RANSAC and batching (``bopkd predict``).
+
+    Attributes:
+        score_th: cells whose class score is below this are ignored (WDR's CONFIDENCE_TH 0.1).
+        num_cells: at most this many most confident cells per object feed PnP.
+        reproj_err: RANSAC inlier threshold, px in the original image.
+        ransac_iters: RANSAC iterations.
+        refine: refine on the inliers (Levenberg-Marquardt).
+        batch_size: images (or crops) per forward pass.
+        crop_pad: crop mode: pad of the square box at test time (None: ``data.crop_pad``).
+    """
+
+    score_th: float = 0.1
+    num_cells: int = 10
+    reproj_err: float = 5.0
+    ransac_iters: int = 100
+    refine: bool = False
+    batch_size: int = 8
+    crop_pad: float | None = None
+
+    def validate(self) -> None:
+        if not 0 <= self.score_th < 1:
+            raise BopkdError(f"predict.score_th = {self.score_th} must be in [0, 1)")
+        if self.num_cells < 1 or self.batch_size < 1 or self.ransac_iters < 1:
+            raise BopkdError("predict.num_cells, predict.batch_size and predict.ransac_iters must be >= 1")
+        if not self.reproj_err > 0:
+            raise BopkdError(f"predict.reproj_err = {self.reproj_err} must be > 0 px")
+
+
+@dataclass
+class RunConfig:
+    """Everything a training run needs; saved as ``RUN_DIR/config.yaml`` and inside every checkpoint.
+
+    Attributes:
+        role: ``teacher`` or ``student``.
+        data, augment, model, loss, optim, kd, predict: the sections above and of the other modules.
+        iters: optimiser steps.
+        batch_size: images (crops) per step and process.
+        device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:N``.
+        amp: ``auto`` (bf16 autocast on CUDA, fp32 on the CPU), ``bf16``, ``fp16`` or ``off``.
+        channels_last: ``auto`` (on CUDA), ``on`` or ``off``.
+        seed: seeds python, numpy, torch, the data order and augmentation, and RANSAC.
+        deterministic: ``torch.use_deterministic_algorithms`` (slower; exact repeatability on one device).
+        ckpt_every: write ``checkpoints/last.pt`` every N iterations (and always at the end).
+        log_every: write a metrics row every N iterations.
+        out: run directory (default ``runs/<role>-<dataset>-<backbone>``).
+        gpus: processes (GPUs) for DDP through torchrun; 1 trains in this process.
+        progress: show a tqdm progress bar.
+        cpu_threads: torch CPU threads (``torch.set_num_threads``); 0 keeps PyTorch's default. On a
+            machine whose cores are busy with other work, 1 can be several times faster.
+    """
+
+    role: Literal["teacher", "student"] = "teacher"
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    kd: KDConfig = field(default_factory=KDConfig)
+    predict: PredictConfig = field(default_factory=PredictConfig)
+    iters: int = 10000
+    batch_size: int = 16
+    device: str = "auto"
+    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
+    channels_last: Literal["auto", "on", "off"] = "auto"
+    seed: int = 0
+    deterministic: bool = False
+    ckpt_every: int = 1000
+    log_every: int = 20
+    out: str | None = None
+    gpus: int = 1
+    progress: bool = True
+    cpu_threads: int = 0
+
+    def validate(self) -> RunConfig:
+        if self.iters < 1:
+            raise BopkdError(f"iters = {self.iters}: train for at least 1 iteration (--iters)")
+        if self.batch_size < 1:
+            raise BopkdError(f"batch_size = {self.batch_size}: use at least 1 (--batch-size)")
+        if self.ckpt_every < 1 or self.log_every < 1:
+            raise BopkdError("ckpt_every and log_every must be >= 1")
+        if self.gpus < 1:
+            raise BopkdError(f"gpus = {self.gpus}: use 1 or more (--gpus)")
+        if self.cpu_threads < 0:
+            raise BopkdError(f"cpu_threads = {self.cpu_threads}: use 0 (PyTorch's default) or more")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise BopkdError(f"device = {self.device!r}: use auto, cpu, cuda or cuda:N (--device)")
+        for section in (self.data, self.augment, self.optim, self.kd, self.predict):
+            section.validate()
+        if self.model.obj_ids:
+            self.model.validate("model config")
+        if hasattr(self.loss, "validate"):
+            self.loss.validate()
+        return self
+
+    def run_dir(self) -> Path:
+        """The run directory: ``out``, or ``runs/<role>-<dataset>-<backbone>``."""
+        if self.out:
+            return Path(self.out)
+        return Path("runs") / f"{self.role}-{self.data.dataset}-{self.model.backbone}"
+
+
+# --- presets ---------------------------------------------------------------------------------------------
+
+PRESETS: dict[str, dict] = {
+    "paper": {
+        "model": {"backbone": "darknet53"},
+        "data": {"mode": "full", "input_size": [640, 480], "num_workers": 8},
+        "augment": {
+            "shift": 0.05,
+            "scale": 0.05,
+            "rotation": 10.0,
+            "brightness": 0.0,
+            "contrast": 0.0,
+            "saturation": 0.0,
+            "hue": 0.0,
+        },
+        "optim": {
+            "name": "adamw",
+            "lr": 1e-3,
+            "weight_decay": 1e-4,
+            "schedule": "onecycle",
+            "pct_start": 0.05,
+            "grad_clip": 1.0,
+        },
+        "iters": 10000,
+        "batch_size": 16,
+        "ckpt_every": 1000,
+        "log_every": 20,
+    },
+    "paper-crop": {
+        "model": {"backbone": "darknet53"},
+        "data": {
+            "mode": "crop",
+            "crop_size": 256,
+            "crop_pad": 1.5,
+            "crop_pad_range": [1.125, 1.875],
+            "crop_shift": 0.25,
+            "num_workers": 8,
+        },
+        "augment": {
+            "shift": 0.0,
+            "scale": 0.0,
+            "rotation": 10.0,
+            "brightness": 0.0,
+            "contrast": 0.0,
+            "saturation": 0.0,
+            "hue": 0.0,
+        },
+        "optim": {
+            "name": "adamw",
+            "lr": 1e-3,
+            "weight_decay": 1e-4,
+            "schedule": "onecycle",
+            "pct_start": 0.05,
+            "grad_clip": 1.0,
+        },
+        "iters": 10000,
+        "batch_size": 16,
+    },
+    "cpu-quick": {
+        "model": {"backbone": "tiny-cpu"},
+        "data": {"mode": "full", "input_size": [320, 240], "num_workers": 0},
+        "augment": {"rotation": 5.0},
+        "iters": 200,
+        "batch_size": 4,
+        "device": "cpu",
+        "ckpt_every": 50,
+        "log_every": 10,
+    },
+    "demo": {
+        "model": {"backbone": "tiny-cpu"},
+        "data": {
+            "mode": "crop",
+            "crop_size": 128,
+            "crop_pad": 1.35,
+            "crop_pad_range": [1.2, 1.5],
+            "crop_shift": 0.1,
+            "num_workers": 2,
+        },
+        "augment": {"rotation": 10.0},
+        "iters": 400,
+        "batch_size": 8,
+        "ckpt_every": 100,
+        "log_every": 10,
+    },
+}
+
+
+# --- dict <-> dataclass ----------------------------------------------------------------------------------
+
+
+def to_dict(obj: Any) -> Any:
+    """Plain, YAML- and ``torch.load(weights_only=True)``-safe form of a config (tuples become lists)."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {str(k): to_dict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+class _Origins(dict):
+    """Dotted key -> where its value was set (``preset cpu-quick``, ``FILE``, ``--set``)."""
+
+    def of(self, path: str) -> str:
+        while path:
+            if path in self:
+                return self[path]
+            path = path.rpartition(".")[0]
+        return "the defaults"
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return "null"
+    if origin in (list, tuple):
+        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
+        n = "" if origin is list or Ellipsis in typing.get_args(tp) else f"{len(args)} "
+        return f"a list of {n}{_type_name(args[0]) if args else 'values'}"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return getattr(tp, "__name__", str(tp))
+
+
+class _ConvError(Exception):
+    pass
+
+
+def _convert(tp: Any, value: Any, path: str, origins: _Origins) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, path, origins)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _convert(a, value, path, origins)
+            except _ConvError as e:
+                errors.append(str(e))
+        raise _ConvError(f"expected {_type_name(tp)}, got {value!r}")
+    if origin is Literal:
+        if value in args:
+            return value
+        raise _ConvError(f"{value!r} is not allowed: use one of {', '.join(repr(a) for a in args)}")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "on", "off", "1", "0"):
+            return value.lower() in ("true", "yes", "on", "1")
+        raise _ConvError(f"expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise _ConvError(f"expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise _ConvError(f"expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, bool):
+            raise _ConvError(f"expected a number, got {value!r}")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise _ConvError(f"expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise _ConvError(f"expected a string, got {value!r}")
+    if origin in (list, tuple) or tp in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise _ConvError(f"expected {_type_name(tp)}, got {value!r}")
+        if origin is tuple and args and Ellipsis not in args:
+            if len(value) != len(args):
+                raise _ConvError(f"expected {_type_name(tp)}, got {len(value)} values {list(value)!r}")
+            return tuple(
+                _convert(a, v, f"{path}[{i}]", origins)
+                for i, (a, v) in enumerate(zip(args, value, strict=True))
+            )
+        item = args[0] if args else Any
+        out = [_convert(item, v, f"{path}[{i}]", origins) for i, v in enumerate(value)]
+        return tuple(out) if (origin is tuple or tp is tuple) else out
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise _ConvError(f"expected a mapping, got {value!r}")
+        return copy.deepcopy(value)
+    raise _ConvError(f"unsupported config type {tp!r}")
+
+
+def _build(cls: type, d: Any, path: str, origins: _Origins) -> Any:
+    where = path or "the config"
+    if isinstance(d, cls):
+        return d
+    if not isinstance(d, dict):
+        raise BopkdError(f"config {where} (from {origins.of(path)}): expected a mapping of keys, got {d!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls) if f.init]
+    unknown = [k for k in d if k not in names]
+    if unknown:
+        k = unknown[0]
+        key = f"{path}.{k}" if path else str(k)
+        close = difflib.get_close_matches(str(k), names, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise BopkdError(
+            f"config key {key!r} (from {origins.of(key)}) is unknown: {hint}allowed keys of {where}: {', '.join(names)}"
+        )
+    kwargs = {}
+    for name in names:
+        if name not in d:
+            continue
+        key = f"{path}.{name}" if path else name
+        try:
+            kwargs[name] = _convert(hints[name], d[name], key, origins)
+        except _ConvError as e:
+            raise BopkdError(f"config key {key!r} (from {origins.of(key)}): {e}") from None
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise BopkdError(f"config {where}: {e}") from None
+
+
+def from_dict(d: dict, origins: dict | None = None) -> RunConfig:
+    """Build and validate a :class:`RunConfig` from a nested plain dict (unknown keys are errors)."""
+    o = origins if isinstance(origins, _Origins) else _Origins(origins or {})
+    cfg = _build(RunConfig, d, "", o)
+    return cfg.validate()
+
+
+# --- layers ----------------------------------------------------------------------------------------------
+
+
+def merge_into(
+    base: dict, overlay: dict, source: str, origins: _Origins | None = None, prefix: str = ""
+) -> dict:
+    """Deep-merge ``overlay`` into ``base`` in place (mappings merge, everything else replaces)."""
+    for k, v in overlay.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(v, dict) and isinstance(base.get(k), dict) and v:
+            merge_into(base[k], v, source, origins, key)
+        else:
+            base[k] = copy.deepcopy(v)
+            if origins is not None:
+                origins[key] = source
+    return base
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"optim.lr=5e-4"`` -> ``(["optim", "lr"], 5e-4)``; the value is read as a YAML scalar or list."""
+    key, eq, raw = text.partition("=")
+    key = key.strip()
+    if not eq or not key or any(not p for p in key.split(".")):
+        raise BopkdError(
+            f"--set {text!r}: write key.sub=value, e.g. --set optim.lr=5e-4 or --set data.input_size=[320,240]"
+        )
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def load_yaml(path: str | Path) -> dict:
+    """Read a YAML config file (``yaml.safe_load``) that must hold a mapping."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(path, "give an existing YAML config file (--config), e.g. a run's config.yaml")
+    try:
+        d = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise BopkdError(f"{where}: not valid YAML ({problem}); fix the file") from None
+    except UnicodeDecodeError as e:
+        raise BopkdError(f"{path}: not a UTF-8 text file ({e.reason}); give a YAML config file") from None
+    if d is None:
+        return {}
+    if not isinstance(d, dict):
+        raise BopkdError(
+            f"{path}: a config file must hold a mapping of keys (data:, model:, optim: ...), got {type(d).__name__}"
+        )
+    return d
+
+
+def build_config(
+    *,
+    preset: str | None = None,
+    config_file: str | Path | None = None,
+    options: dict | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    base: dict | None = None,
+) -> RunConfig:
+    """Merge the layers (see the module docstring) and return the validated :class:`RunConfig`.
+
+    Args:
+        preset: a name of :data:`PRESETS`; a config file may also name one under ``preset:``.
+        config_file: YAML file.
+        options: nested dict of the command-line options that were given (None values are skipped).
+        overrides: ``key.sub=value`` strings (``--set``).
+        base: start from this plain dict instead of the defaults (e.g. a checkpoint's config).
+    """
+    origins = _Origins()
+    d = to_dict(RunConfig()) if base is None else copy.deepcopy(base)
+    file_d = load_yaml(config_file) if config_file is not None else {}
+    file_preset = file_d.pop("preset", None)
+    for name, src in ((file_preset, f"preset in {config_file}"), (preset, "--preset")):
+        if name is None:
+            continue
+        if name not in PRESETS:
+            raise BopkdError(f"unknown preset {name!r} ({src}): use one of {', '.join(PRESETS)}")
+        merge_into(d, PRESETS[name], f"preset {name}", origins)
+    if file_d:
+        merge_into(d, file_d, str(config_file), origins)
+    if options:
+        merge_into(d, _drop_none(options), "the command-line options", origins)
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = d
+        for k in keys[:-1]:
+            if not isinstance(node.get(k), dict):
+                node[k] = {} if k not in node or node[k] is None else node[k]
+            if not isinstance(node[k], dict):
+                raise BopkdError(
+                    f"--set {text!r}: {k!r} is not a section; see config.yaml of a run for the keys"
+                )
+            node = node[k]
+        node[keys[-1]] = value
+        origins[".".join(keys)] = f"--set {text}"
+    return from_dict(d, origins)
+
+
+def _drop_none(d: dict) -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            v = _drop_none(v)
+            if v:
+                out[k] = v
+        elif v is not None:
+            out[k] = v
+    return out
+
+
+def save_config(cfg: RunConfig, path: str | Path) -> None:
+    """Write the config as YAML (atomically); :func:`build_config` with ``config_file=path`` reads it back."""
+    from bopkd.utils.atomic import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=None))

@@ -1,0 +1,83 @@
+"""Fixtures of the training tests: a tiny synthetic BOP dataset and tiny run configs.
+
+The dataset is made by ``bopkd synth``'s builder (so the tests need no downloaded data): 8 test images of
+320x240 with 2-3 of the procedural objects 1, 2, 3 each, with masks and targets.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from bopkd.train.config import RunConfig, build_config
+
+SYNTH_NAME = "learn"
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory) -> Path:
+    from bopkd.data.synth import SynthConfig, build_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("bop")
+    build_synthetic_dataset(
+        SynthConfig(
+            name=SYNTH_NAME,
+            root=str(root),
+            train=0,
+            test=8,
+            width=320,
+            height=240,
+            objects=(1, 2, 3),
+            objects_per_image=(2, 3),
+            seed=1,
+        )
+    )
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _one_cpu_thread():
+    """Training tests run with one torch thread (much faster on a busy shared machine); restored after."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def tiny_config(root: Path, out: Path, *sets: str, iters: int = 6, **options) -> RunConfig:
+    """A CPU run of the tiny network on 64x64 GT-box crops of the synthetic test images (use the
+    ``make_cfg`` fixture)."""
+    opts = {
+        "data": {"dataset": SYNTH_NAME, "root": str(root)},
+        "iters": iters,
+        "out": str(out),
+        "device": "cpu",
+    }
+    opts.update(options)
+    return build_config(
+        preset="cpu-quick",
+        options=opts,
+        overrides=[
+            "data.split=test",
+            "data.mode=crop",
+            "data.crop_size=64",
+            "data.num_workers=0",
+            "batch_size=2",
+            "progress=false",
+            "log_every=1",
+            "cpu_threads=1",
+            *sets,
+        ],
+    )
+
+
+@pytest.fixture
+def make_cfg(synth_root):
+    """``make_cfg(out, *sets, iters=6, **options)`` -> :func:`tiny_config` on the synthetic dataset."""
+
+    def make(out: Path, *sets: str, iters: int = 6, **options) -> RunConfig:
+        return tiny_config(synth_root, out, *sets, iters=iters, **options)
+
+    return make

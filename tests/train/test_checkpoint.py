@@ -1,0 +1,118 @@
+"""Checkpoints are written atomically and read as untrusted input (bopkd.train.checkpoint)."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+from torch import nn
+
+from bopkd.errors import BopkdError, MissingFileError
+from bopkd.train import checkpoint as ckpt
+from bopkd.train.seed import rng_state
+
+
+def _state(model: nn.Module, iteration: int = 5) -> dict:
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=10, pct_start=0.05)
+    model(torch.randn(2, 3)).sum().backward()
+    opt.step()
+    sched.step()
+    return {
+        "iteration": iteration,
+        "model": model.state_dict(),
+        "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict(),
+        "scaler": torch.amp.GradScaler("cuda", enabled=False).state_dict(),
+        "rng": rng_state(),
+        "config": {"optim": {"lr": 1e-3, "betas": [0.9, 0.999]}, "out": None},
+        "info": {"params": 8},
+    }
+
+
+def test_round_trip_with_weights_only_loading(tmp_path):
+    model = nn.Linear(3, 2)
+    state = _state(model)
+    path = ckpt.save_checkpoint(tmp_path / "checkpoints" / "last.pt", state)
+    assert sorted(p.name for p in path.parent.iterdir()) == ["last.pt"]  # no temporary file left
+    # Loadable by torch's safe loader as is (only tensors and plain values inside).
+    raw = torch.load(path, weights_only=True)
+    assert raw["format"] == ckpt.FORMAT and raw["versions"]["torch"] == str(torch.__version__)
+    back = ckpt.load_checkpoint(tmp_path)  # a run directory resolves to checkpoints/last.pt
+    assert back["iteration"] == 5 and back["config"] == state["config"]
+    fresh = nn.Linear(3, 2)
+    ckpt.load_model_weights(fresh, back)
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(fresh.state_dict().values(), model.state_dict().values(), strict=True)
+    )
+    opt = torch.optim.AdamW(fresh.parameters(), lr=1e-3)
+    opt.load_state_dict(back["optimizer"])
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-3, total_steps=10, pct_start=0.05)
+    sched.load_state_dict(back["scheduler"])
+    assert sched.last_epoch == 1
+
+
+def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path):
+    path = tmp_path / "last.pt"
+    ckpt.save_checkpoint(path, _state(nn.Linear(3, 2), iteration=1))
+    bad = _state(nn.Linear(3, 2), iteration=2)
+    bad["info"] = {"oops": lambda: 0}  # not picklable: torch.save fails midway
+    with pytest.raises((pickle.PicklingError, AttributeError, TypeError)):
+        ckpt.save_checkpoint(path, bad)
+    assert ckpt.load_checkpoint(path)["iteration"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+
+
+def test_bad_files_give_one_line_errors(tmp_path):
+    good = tmp_path / "good.pt"
+    ckpt.save_checkpoint(good, _state(nn.Linear(3, 2)))
+    data = good.read_bytes()
+    cases = {
+        "truncated.pt": data[: len(data) // 2],
+        "garbage.pt": b"this is not a checkpoint at all",
+        "empty.pt": b"",
+    }
+    for name, content in cases.items():
+        p = tmp_path / name
+        p.write_bytes(content)
+        with pytest.raises(
+            BopkdError, match=f"{name}: not a readable bopkd checkpoint.*truncated, corrupt"
+        ) as e:
+            ckpt.load_checkpoint(p)
+        assert "\n" not in str(e.value)
+    # A torch file that is not ours.
+    torch.save({"state_dict": {}}, tmp_path / "foreign.pt")
+    with pytest.raises(BopkdError, match="not a bopkd checkpoint"):
+        ckpt.load_checkpoint(tmp_path / "foreign.pt")
+
+    # A pickle that would run code is refused by the safe loader, with our one-line message.
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    torch.save({"format": ckpt.FORMAT, "x": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(
+        BopkdError, match="evil.pt: not a readable bopkd checkpoint \\(WeightsUnpickler error"
+    ):
+        ckpt.load_checkpoint(tmp_path / "evil.pt")
+    # From a newer bopkd, or incomplete.
+    torch.save({"format": ckpt.FORMAT, "version": ckpt.CHECKPOINT_VERSION + 1}, tmp_path / "new.pt")
+    with pytest.raises(BopkdError, match="newer than this bopkd reads"):
+        ckpt.load_checkpoint(tmp_path / "new.pt")
+    torch.save({"format": ckpt.FORMAT, "version": 1, "iteration": 3}, tmp_path / "partial.pt")
+    with pytest.raises(BopkdError, match="lacks model, config"):
+        ckpt.load_checkpoint(tmp_path / "partial.pt")
+    (tmp_path / "run").mkdir()
+    with pytest.raises(MissingFileError, match="no checkpoint yet"):
+        ckpt.load_checkpoint(tmp_path / "run")
+    with pytest.raises(MissingFileError):
+        ckpt.load_checkpoint(tmp_path / "nope.pt")
+
+
+def test_weights_of_another_model_are_refused(tmp_path):
+    ckpt.save_checkpoint(tmp_path / "a.pt", _state(nn.Linear(3, 2)))
+    state = ckpt.load_checkpoint(tmp_path / "a.pt")
+    with pytest.raises(BopkdError, match="a.pt: the weights do not fit the model"):
+        ckpt.load_model_weights(nn.Linear(4, 2), state, tmp_path / "a.pt")
