@@ -377,6 +377,8 @@ def _train_config(
         kd = {"method": method, "teacher": None if method == "none" else "(the teacher stage's checkpoint)"}
         if weight is not None:
             kd["weight"] = weight
+        if method in preset.kd_options:
+            kd["options"] = copy.deepcopy(preset.kd_options[method])
         options["kd"] = kd
     sets = list(ov.train) + (list(ov.teacher) if role == "teacher" else [])
     if role == "student":
@@ -754,7 +756,7 @@ def _run_score(ctx: StageContext) -> StageOutput:
     ((name, res),) = out.items()
     s = res.get("scores_bop19", {})
     vals = ", ".join(
-        f"{k.replace('bop19_average_recall', 'AR')} {v:.4f}"
+        f"{k.replace('bop19_average_recall', 'AR').upper()} {v:.4f}"
         for k, v in s.items()
         if v is not None and k.startswith("bop19_average_recall")
     )
@@ -884,33 +886,62 @@ def assess_plan(plan: Plan, forced: set[str]) -> list[StageStatus]:
 class RunLock:
     """Exclusive ``fcntl.flock`` locks on files; the holder's pid and start time are written into them.
 
-    Raises :class:`BopkdError` naming the other run's pid when a lock is held.
+    Raises :class:`BopkdError` naming the other run's pid when a lock is held by a live run. A lock whose
+    recorded holder is dead is still held by that run's forked children (DataLoader workers share the
+    open lock file and leave within seconds of their parent's death): then it waits up to
+    ``orphan_wait_s`` for them.
     """
 
-    def __init__(self, paths: list[Path]):
+    def __init__(self, paths: list[Path], orphan_wait_s: float = 60.0):
         self.paths = paths
+        self.orphan_wait_s = orphan_wait_s
         self.files: list = []
+
+    @staticmethod
+    def _holder(f) -> dict:
+        f.seek(0)
+        try:
+            info = json.loads(f.read().strip() or "{}")
+        except json.JSONDecodeError:
+            info = {}
+        return info if isinstance(info, dict) else {}
+
+    @staticmethod
+    def _alive(pid) -> bool:
+        if not isinstance(pid, int) or pid <= 0:
+            return True  # unknown: assume a live run
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def _acquire(self, p: Path):
+        p.parent.mkdir(parents=True, exist_ok=True)
+        f = open(p, "a+")  # noqa: SIM115 - kept open while the lock is held
+        deadline = time.monotonic() + self.orphan_wait_s
+        while True:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return f
+            except OSError:
+                info = self._holder(f)
+            pid = info.get("pid")
+            if self._alive(pid) or time.monotonic() > deadline:
+                f.close()
+                who = f"pid {pid}, started {info.get('started', '?')}" if pid else "pid unknown"
+                what = "another bopkd run-pipeline" if self._alive(pid) else "processes left by a killed run"
+                raise BopkdError(
+                    f"{p.parent} is in use by {what} ({who}, lock {p}): wait for it to finish or stop it, then rerun"
+                )
+            time.sleep(0.5)
 
     def __enter__(self) -> RunLock:
         try:
             for p in self.paths:
-                p.parent.mkdir(parents=True, exist_ok=True)
-                f = open(p, "a+")
-                try:
-                    fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except OSError:
-                    f.seek(0)
-                    holder = f.read().strip()
-                    f.close()
-                    try:
-                        info = json.loads(holder)
-                        who = f"pid {info.get('pid')}, started {info.get('started', '?')}"
-                    except (json.JSONDecodeError, AttributeError):
-                        who = "pid unknown"
-                    raise BopkdError(
-                        f"{p.parent} is in use by another bopkd run-pipeline ({who}, lock {p}): wait for it to finish "
-                        "or stop it, then rerun"
-                    ) from None
+                f = self._acquire(p)
                 f.seek(0)
                 f.truncate()
                 f.write(json.dumps({"pid": os.getpid(), "started": _now(), "argv": sys.argv}))
@@ -1083,6 +1114,12 @@ def run_pipeline(opts: PipelineOptions, console=None) -> PipelineResult:
         threads = opts.threads or auto_threads()
         threads_before = torch.get_num_threads()
         torch.set_num_threads(threads)
+        # OpenCV's thread pool does not survive fork(): once this process used it (the synth stage's image
+        # writes), a DataLoader worker calling cv2.setNumThreads hangs in pthread_cond_destroy. With one
+        # OpenCV thread here the pool never starts (image work is parallel across workers anyway).
+        import cv2
+
+        cv2.setNumThreads(1)
         plan.run_folder.mkdir(parents=True, exist_ok=True)
         atomic_write_json(
             plan.run_folder / "pipeline.json",

@@ -251,7 +251,16 @@ def test_killed_during_training_resumes_from_the_checkpoint_and_a_second_run_is_
     tmp_path, monkeypatch
 ):
     monkeypatch.chdir(tmp_path)
-    args = tiny_args("--set", "teacher.iters=150", "--set", "train.ckpt_every=1", methods="none")
+    # one DataLoader worker: a worker forked after the synth stage must not hang (OpenCV's pool and fork)
+    args = tiny_args(
+        "--set",
+        "teacher.iters=150",
+        "--set",
+        "train.ckpt_every=1",
+        "--set",
+        "train.data.num_workers=1",
+        methods="none",
+    )
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "bopkd", *args],
@@ -296,7 +305,11 @@ def test_killed_during_training_resumes_from_the_checkpoint_and_a_second_run_is_
     it_killed = int(load_checkpoint(last)["iteration"])
     assert 0 < it_killed < 150
     # the same settings: the same training folder, continued from its checkpoint
-    res = run_pipeline(tiny_options(methods=["none"], sets=["teacher.iters=150", "train.ckpt_every=1"]))
+    res = run_pipeline(
+        tiny_options(
+            methods=["none"], sets=["teacher.iters=150", "train.ckpt_every=1", "train.data.num_workers=1"]
+        )
+    )
     assert res.executed[0] == "teacher" and "data" in res.skipped
     assert (run / "stages" / "data.json").read_text() == data_before
     log = (run / "logs" / "teacher.log").read_text()
@@ -409,3 +422,123 @@ def test_tee_keeps_the_last_state_of_progress_lines(tmp_path):
     t.close_line()
     assert log.getvalue() == "start\n100%|#####|\ngreen line\npartial\n"
     assert console.getvalue().startswith("start\n\r 10%")
+
+
+# --- lmo --preset quick against a local mirror -----------------------------------------------------------
+
+HF = "resolve/main"
+
+
+@pytest.fixture(scope="module")
+def lmo_mirror(lmo_sample_root, tmp_path_factory):
+    """A folder laid out as the BOP Hugging Face repositories: lmo_base/models/test_bop19 zips built from the
+    real LM-O sample, and an lm_train_pbr.zip of ``train_pbr/`` images rendered by the synth builder from
+    the sample's models (the sample has no training images)."""
+    from bopkd.data.synth import SynthConfig, build_synthetic_dataset
+    from tests.zip_helpers import make_zip_from_dir
+
+    srv = tmp_path_factory.mktemp("mirror")
+    lmo = lmo_sample_root / "lmo"
+    d = srv / "lmo" / HF
+    make_zip_from_dir(
+        d / "lmo_base.zip",
+        lmo_sample_root,
+        ["lmo/camera.json", "lmo/test_targets_bop19.json", "lmo/dataset_info.md"],
+    )
+    make_zip_from_dir(d / "lmo_models.zip", lmo, ["models", "models_eval"])
+    make_zip_from_dir(d / "lmo_test_bop19.zip", lmo, ["test/000002"])
+    work = tmp_path_factory.mktemp("lmpbr")
+    cfg = SynthConfig(
+        name="lmpbr",
+        root=str(work),
+        models=str(lmo / "models"),
+        train=8,
+        test=0,
+        width=320,
+        height=240,
+        camera="lmo",
+        objects_per_image=(3, 4),
+        seed=3,
+    )
+    build_synthetic_dataset(cfg)
+    make_zip_from_dir(srv / "lm" / HF / "lm_train_pbr.zip", work / "lmpbr", ["train_pbr"])
+    return srv
+
+
+@pytest.mark.slow
+def test_lmo_quick_against_a_local_mirror(lmo_mirror, tmp_path, monkeypatch):
+    from tests.http_server import TestHTTPServer
+
+    monkeypatch.chdir(tmp_path)
+    sets = [
+        "train.data.num_workers=0",
+        "train.data.crop_size=64",
+        "train.batch_size=2",
+        "train.ckpt_every=2",
+        "teacher.iters=2",
+        "student.iters=2",
+        "predict.predict.score_th=0.0",
+    ]
+    with TestHTTPServer(lmo_mirror) as server:
+        monkeypatch.setenv("BOPKD_MIRROR", server.url)
+        args = ["run-pipeline", "lmo", "--device", "cpu", "--threads", "1", "--methods", "none,ot"]
+        for s in sets:
+            args += ["--set", s]
+        r = CliRunner().invoke(app, args)
+        assert r.exit_code == 0, r.output
+        served = {rec.path for rec in server.log}
+    assert served == {f"lmo/{HF}/lmo_{p}.zip" for p in ("base", "models", "test_bop19")} | {
+        f"lm/{HF}/lm_train_pbr.zip"
+    }
+    assert (tmp_path / "bop_data" / "lmo" / "train_pbr" / "000000" / "scene_gt.json").is_file()
+    recs = records(tmp_path, preset="quick", dataset="lmo")
+    assert len(recs["data"]["outputs"]) == 4  # one completion marker per part
+    # 180 of the 200 test images are absent from the sample: predicted on the 20 present, with a note
+    info = recs["predict-teacher"]["info"]
+    assert info["n_images"] == 20
+    assert any("180 of the 200 test images" in n for n in info["notes"])
+    # no depth: VSD and the full AR are undefined; the report shows AR over MSSD and MSPD
+    rep = tmp_path / "reports" / "lmo-quick"
+    table = pd.read_csv(rep / "table.csv")
+    assert list(table["kd"]) == ["-", "none", "ot"]
+    assert table["AR"].isna().all() and table["AR_MSSD_MSPD"].notna().all()
+    for _, row in pd.read_csv(rep / "runs.csv").iterrows():
+        s = json.loads((tmp_path / "results" / "scores" / row["result"] / "scores_bop19.json").read_text())
+        assert s["bop19_average_recall"] is None
+        t = table[table["kd"] == row["kd"]].iloc[0]
+        assert t["AR_MSSD_MSPD"] == pytest.approx(100 * s["bop19_average_recall_mssd_mspd"])
+        assert row["result"].endswith("_lmo-test")
+    md = (rep / "report.md").read_text()
+    assert "180 of the 200 test images" in md and "AR_MSSD_MSPD" in md
+    assert len(list((tmp_path / "results").glob("bopkd-*_lmo-test.csv"))) == 3
+    # a rerun downloads nothing and runs nothing
+    with TestHTTPServer(lmo_mirror) as server:
+        monkeypatch.setenv("BOPKD_MIRROR", server.url)
+        res = run_pipeline(
+            PipelineOptions(
+                dataset="lmo", device="cpu", threads=1, methods=["none", "ot"], sets=sets, progress=False
+            )
+        )
+        assert res.executed == [] and server.log == []
+
+
+def test_lock_of_a_killed_run_held_by_its_forked_children_is_waited_for(tmp_path):
+    lock = tmp_path / "runs" / "x" / ".lock"
+    code = (
+        "import os, sys, time; from pathlib import Path; from bopkd.pipeline import RunLock\n"
+        f"with RunLock([Path({str(lock)!r})]):\n"
+        "    if os.fork() == 0:\n        time.sleep(4); os._exit(0)\n"  # a child sharing the lock, like a DataLoader worker
+        "    print('locked', flush=True); time.sleep(60)\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    holder.kill()
+    holder.wait()
+    with (
+        pytest.raises(BopkdError, match=rf"processes left by a killed run \(pid {holder.pid},"),
+        RunLock([lock], orphan_wait_s=0),
+    ):
+        pass
+    t0 = time.monotonic()
+    with RunLock([lock], orphan_wait_s=30):
+        assert time.monotonic() - t0 > 0.5  # waited for the orphan to exit

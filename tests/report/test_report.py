@@ -1,0 +1,260 @@
+"""Tests of the comparison report (bopkd/report): collecting scored submissions with the sidecar keys
+``bopkd predict`` writes, aggregating seeds, gains over the direct student, test splits without depth,
+restricting to given files, notes, and the written files and figures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib.image as mpimg
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from bopkd.errors import BopkdError
+from bopkd.report.build import build_report
+from bopkd.report.collect import collect_results, load_result
+
+
+def write_submission(
+    results: Path,
+    method: str,
+    *,
+    role: str,
+    backbone: str,
+    kd: str,
+    seed: int,
+    ar: float | None,
+    mssd: float,
+    mspd: float,
+    vsd: float | None,
+    add: float,
+    per_obj: dict[int, float],
+    dataset: str = "demo",
+    params: int = 1000,
+    ms: float = 5.0,
+    nested: bool = False,
+) -> str:
+    """A fake scored submission: CSV, sidecar (flat keys of bopkd predict, or nested), run folder and scores."""
+    name = f"{method}_{dataset}-test"
+    (results / f"{name}.csv").write_text("scene_id,im_id,obj_id,score,R,t,time\n")
+    run = results.parent / "runs" / method
+    (run / "checkpoints").mkdir(parents=True, exist_ok=True)
+    (run / "config.yaml").write_text(yaml.safe_dump({"seed": seed, "role": role}))
+    pd.DataFrame({"iter": [10, 20, 30], "loss": [1.0, 0.5 + seed * 0.1, 0.25]}).to_csv(
+        run / "metrics.csv", index=False
+    )
+    if nested:
+        side = {
+            "model": {
+                "role": role,
+                "backbone": backbone,
+                "kd": kd,
+                "seed": seed,
+                "params": params,
+                "macs": 10 * params,
+            },
+            "speed": {"ms_per_image": ms, "device": "cpu (test)"},
+            "protocol": "oracle-gt-boxes",
+            "run_dir": str(run),
+        }
+    else:  # the keys bopkd.train.predict writes
+        side = {
+            "role": role,
+            "backbone": backbone,
+            "kd_method": kd if role == "student" else "none",
+            "params": params,
+            "macs": 10 * params,
+            "ms_per_image": ms,
+            "device": "cpu (test)",
+            "protocol": "oracle-gt-boxes",
+            "checkpoint": str(run / "checkpoints" / "final.pt"),
+        }
+    (results / f"{name}.csv.json").write_text(json.dumps(side))
+    sdir = results / "scores" / name
+    sdir.mkdir(parents=True)
+    s = {
+        "bop19_average_recall": ar,
+        "bop19_average_recall_vsd": vsd,
+        "bop19_average_recall_mssd": mssd,
+        "bop19_average_recall_mspd": mspd,
+        "bop19_average_time_per_image": ms / 1000,
+        "engine": "bopkd",
+    }
+    if vsd is None:
+        s["bop19_average_recall_mssd_mspd"] = (mssd + mspd) / 2
+    (sdir / "scores_bop19.json").write_text(json.dumps(s))
+    (sdir / "scores_ad.json").write_text(
+        json.dumps({"recall": add, "obj_recalls": {str(k): v for k, v in per_obj.items()}})
+    )
+    rows = []
+    for metric, ths in (("mssd", np.arange(0.05, 0.51, 0.05)), ("mspd", np.arange(5, 51, 5))):
+        for k, th in enumerate(ths):
+            for o in per_obj:
+                rows.append(
+                    {
+                        "metric": metric,
+                        "obj_id": o,
+                        "tau": None,
+                        "threshold": th,
+                        "tp": k + 1,
+                        "n_targets": 10,
+                        "recall": 0.1 * (k + 1),
+                    }
+                )
+    pd.DataFrame(rows).to_csv(sdir / "recalls.csv", index=False)
+    return name
+
+
+@pytest.fixture
+def results(tmp_path) -> Path:
+    r = tmp_path / "results"
+    r.mkdir()
+    common = {"vsd": 0.1, "mssd": 0.2, "mspd": 0.6}
+    write_submission(
+        r,
+        "bopkd-teacher-big-s0",
+        role="teacher",
+        backbone="big",
+        kd="-",
+        seed=0,
+        ar=0.5,
+        add=0.6,
+        per_obj={1: 0.5, 2: 0.7},
+        params=5000,
+        **common,
+    )
+    write_submission(
+        r,
+        "bopkd-none-small-s0",
+        role="student",
+        backbone="small",
+        kd="none",
+        seed=0,
+        ar=0.20,
+        add=0.30,
+        per_obj={1: 0.2, 2: 0.4},
+        **common,
+    )
+    write_submission(
+        r,
+        "bopkd-ot-small-s0",
+        role="student",
+        backbone="small",
+        kd="ot",
+        seed=0,
+        ar=0.30,
+        add=0.35,
+        per_obj={1: 0.3, 2: 0.4},
+        **common,
+    )
+    write_submission(
+        r,
+        "bopkd-ot-small-s1",
+        role="student",
+        backbone="small",
+        kd="ot",
+        seed=1,
+        ar=0.40,
+        add=0.45,
+        per_obj={1: 0.5, 2: 0.4},
+        nested=True,
+        **common,
+    )
+    return r
+
+
+def test_collect_reads_predict_sidecars_and_derives_seed_and_run_dir(results):
+    r = load_result(results / "bopkd-ot-small-s0_demo-test.csv", results / "scores")
+    assert (r.role, r.backbone, r.kd, r.seed) == ("student", "small", "ot", 0)
+    assert r.run_dir == results.parent / "runs" / "bopkd-ot-small-s0"  # from checkpoints/final.pt
+    assert (r.params, r.macs, r.ms_per_image, r.device) == (1000, 10000, 5.0, "cpu (test)")
+    assert r.ar == 0.30 and r.add_01d == 0.35 and r.per_object_add == {1: 0.3, 2: 0.4}
+    t = load_result(results / "bopkd-teacher-big-s0_demo-test.csv", results / "scores")
+    assert (t.role, t.kd, t.model) == ("teacher", "-", "teacher (big)")
+    nested = load_result(results / "bopkd-ot-small-s1_demo-test.csv", results / "scores")
+    assert (nested.kd, nested.seed, nested.model) == ("ot", 1, "small / ot")
+    # not scored yet: skipped
+    (results / "bopkd-fkd-small-s0_demo-test.csv").write_text("x")
+    assert load_result(results / "bopkd-fkd-small-s0_demo-test.csv", results / "scores") is None
+
+
+def test_table_aggregates_seeds_and_gains_over_the_direct_student(results, tmp_path):
+    rep = build_report(results, tmp_path / "rep", title="T")
+    t = rep.table.set_index("kd")
+    assert list(rep.table["kd"]) == ["-", "none", "ot"]
+    assert t.loc["ot", "seeds"] == 2
+    assert t.loc["ot", "AR"] == pytest.approx(35.0)
+    assert t.loc["ot", "AR std"] == pytest.approx(np.std([30.0, 40.0], ddof=1))
+    assert t.loc["ot", "gain AR"] == pytest.approx(15.0)
+    assert t.loc["ot", "gain ADD(-S)-0.1d"] == pytest.approx(40.0 - 30.0)
+    assert t.loc["ot", "ADD(-S) obj 1"] == pytest.approx(40.0)
+    assert np.isnan(t.loc["-", "gain AR"]) and t.loc["none", "gain AR"] == 0
+    assert "AR_MSSD_MSPD" not in rep.files["table.md"].read_text()  # VSD was computed: not shown
+    md = rep.files["table.md"].read_text()
+    assert "35.0 ± 7.1" in md and "+15.0" in md and "teacher (big)" in md and "small / ot" in md
+
+
+def test_report_files_notes_and_figures(results, tmp_path):
+    rep = build_report(results, tmp_path / "rep", title="My title", notes=["first note", "second <note>"])
+    for f in ("table.md", "table.csv", "table.tex", "runs.csv", "report.html", "report.md"):
+        assert rep.files[f].is_file()
+    for f in (
+        "fig_per_object.png",
+        "fig_recall_curves.png",
+        "fig_loss_curves.png",
+        "fig_accuracy_vs_cost.png",
+    ):
+        img = mpimg.imread(rep.files[f])
+        assert img.ndim == 3 and img.shape[0] > 200 and img.shape[1] > 400
+        assert img[..., :3].std() > 0.01  # not blank
+    html = rep.files["report.html"].read_text()
+    assert "My title" in html and "first note" in html and "second &lt;note&gt;" in html
+    assert html.count("data:image/png;base64,") == 4
+    md = rep.files["report.md"].read_text()
+    assert md.startswith("# My title") and "**Note:** first note" in md and "![" in md
+    assert "oracle-gt-boxes" in md
+    assert "bopkd-ot-small-s1_demo-test.csv" in md
+
+
+def test_only_the_given_csvs_and_depthless_scores(tmp_path):
+    r = tmp_path / "results"
+    r.mkdir()
+    kw = {"vsd": None, "mssd": 0.2, "mspd": 0.6, "per_obj": {1: 0.2}, "dataset": "lmo"}
+    write_submission(
+        r, "bopkd-teacher-big-s0", role="teacher", backbone="big", kd="-", seed=0, ar=None, add=0.5, **kw
+    )
+    a = write_submission(
+        r, "bopkd-none-small-s0", role="student", backbone="small", kd="none", seed=0, ar=None, add=0.2, **kw
+    )
+    b = write_submission(
+        r,
+        "bopkd-ot-small-s0",
+        role="student",
+        backbone="small",
+        kd="ot",
+        seed=0,
+        ar=None,
+        add=0.3,
+        **{**kw, "mssd": 0.3},
+    )
+    rep = build_report(r, tmp_path / "rep", csvs=[r / f"{a}.csv", r / f"{b}.csv"])
+    assert list(rep.runs["result"]) == [a, b]  # the teacher's file was not asked for
+    t = rep.table.set_index("kd")
+    assert t["AR"].isna().all()
+    assert t.loc["ot", "AR_MSSD_MSPD"] == pytest.approx(45.0)
+    assert t.loc["ot", "gain AR_MSSD_MSPD"] == pytest.approx(5.0)
+    md = rep.files["table.md"].read_text()
+    assert "AR_MSSD_MSPD" in md and "gain AR_MSSD_MSPD" in md
+    assert rep.files["fig_accuracy_vs_cost.png"].is_file()
+
+
+def test_errors_are_one_line(tmp_path):
+    with pytest.raises(BopkdError, match="no such results folder"):
+        collect_results(tmp_path / "nope")
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "bopkd-x_demo-test.csv").write_text("x")
+    with pytest.raises(BopkdError, match="no scored submissions"):
+        collect_results(tmp_path / "r")
