@@ -83,18 +83,25 @@ def reference_loss(s, t, batch, tsets, cfg: OTKDConfig):
             found = True
             a = torch.sigmoid(s["cls_logits"][b, cells, c]).double().clamp(1e-3, 1 - 1e-3)
             bw = torch.sigmoid(t["cls_logits"][b, tc, c]).double()
-            for k in range(8):
-                x = norm(s["kpts"][b, cells, c, k])
-                y = norm(t["kpts"][b, tc, c, k])
-                total += float(L(a, x, bw, y))
+            if cfg.shared_diameter:
+                # The reference code's form: one geomloss call on the instance's 8 keypoint problems.
+                x = torch.stack([norm(s["kpts"][b, cells, c, k]) for k in range(8)])
+                y = torch.stack([norm(t["kpts"][b, tc, c, k]) for k in range(8)])
+                total += float(L(a.expand(8, -1), x, bw.expand(8, -1), y).sum())
+            else:
+                for k in range(8):
+                    x = norm(s["kpts"][b, cells, c, k])
+                    y = norm(t["kpts"][b, tc, c, k])
+                    total += float(L(a, x, bw, y))
         if found:
             per_img.append(total)
     return cfg.weight * (sum(per_img) / len(per_img) if per_img else 0.0)
 
 
-def test_loss_matches_per_problem_geomloss_reference(kd_synth):
+@pytest.mark.parametrize("shared", [True, False])
+def test_loss_matches_per_problem_geomloss_reference(kd_synth, shared):
     s, t, batch, tsets = scene(kd_synth)
-    cfg = OTKDConfig(num_cells=BIG)
+    cfg = OTKDConfig(num_cells=BIG, shared_diameter=shared)
     got = OTKD(cfg)(s, batch, t)["kd_ot"]
     ref = reference_loss(s, t, batch, tsets, cfg)
     assert ref > 0
@@ -220,7 +227,8 @@ def test_all_problems_in_one_batched_call(kd_synth, monkeypatch):
     )
     n_t = max(len(v) for v in tsets.values())
     assert xs == (8 * n_inst, n_s, 2) and ys == (8 * n_inst, n_t, 2)
-    assert kw == {"blur": 0.001, "reach": 0.5, "scaling": 0.5}
+    assert {k: kw[k] for k in ("blur", "reach", "scaling")} == {"blur": 0.001, "reach": 0.5, "scaling": 0.5}
+    assert kw["diameter"].shape == (8 * n_inst,)  # one shared diameter per instance, as the reference code
 
 
 def test_uniform_weights_option(kd_synth):
