@@ -81,3 +81,37 @@ def make_cfg(synth_root):
         return tiny_config(synth_root, out, *sets, iters=iters, **options)
 
     return make
+
+
+#: The overfitting run of the learning test: the tiny network on 96x96 GT-box crops of the 8 synthetic
+#: test images, without augmentation (the crops are those of test time), 300 iterations of batch 4.
+LEARN_SETS = (
+    "data.crop_size=96",
+    "augment.enabled=false",
+    "data.crop_pad_range=[1.35,1.35]",
+    "data.crop_shift=0",
+    "optim.lr=2e-3",
+    "batch_size=4",
+    "log_every=10",
+    "ckpt_every=300",
+)
+LEARN_ITERS = 300
+
+
+@pytest.fixture(scope="session")
+def learned_run(synth_root, tmp_path_factory) -> dict:
+    """Train the learning test's model once per session: ``{"run_dir", "seconds", "summary"}``."""
+    import time
+
+    from bopkd.train.trainer import train
+
+    out = tmp_path_factory.mktemp("runs") / "learn"
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        t0 = time.perf_counter()
+        summary = train(tiny_config(synth_root, out, *LEARN_SETS, iters=LEARN_ITERS))
+        seconds = time.perf_counter() - t0
+    finally:
+        torch.set_num_threads(n)
+    return {"run_dir": out, "seconds": seconds, "summary": summary}
