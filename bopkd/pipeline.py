@@ -9,7 +9,8 @@ The pipeline is a list of :class:`Stage` records, planned from the options and a
 3. ``student-<backbone>-<method>-s<seed>``: train each student with each distillation method and seed
    (``none`` is the direct student and does not depend on the teacher);
 4. ``predict-<model>``: write each model's BOP'19 CSV into the results folder
-   (:func:`bopkd.train.predict.predict`), named ``bopkd-<method>-<backbone>-s<seed>[-oracle-gt-boxes]_<dataset>-test.csv``;
+   (:func:`bopkd.train.predict.predict`), named ``bopkd-<method>-<backbone>-s<seed>[-<preset>][-oracle-gt-boxes]_<dataset>-test.csv``
+   (``-<preset>`` when it is not the dataset's default preset);
 5. ``score-<model>``: score it (:func:`bopkd.eval.scoring.score_submissions`) into ``results/scores/<name>/``;
 6. ``report``: the comparison report (:func:`bopkd.report.build.build_report`) in ``reports/<dataset>-<preset>/``.
 
@@ -307,7 +308,8 @@ def _compact(name: str) -> str:
 
 
 def result_method(role: str, backbone: str, method: str, seed: int) -> str:
-    """BOP method name (no '_'): ``bopkd-teacher-darknettinyh-s0``, ``bopkd-ot-tinycpu-s0``."""
+    """BOP method name (no '_'): ``bopkd-teacher-darknettinyh-s0``, ``bopkd-ot-tinycpu-s0``; the plan adds
+    ``-<preset>`` when the preset is not the dataset's default (``bopkd-ot-darknettiny-s0-paper``)."""
     what = "teacher" if role == "teacher" else method
     return f"bopkd-{what}-{_compact(backbone)}-s{seed}"
 
@@ -468,6 +470,8 @@ def build_plan(opts: PipelineOptions) -> Plan:
     def add_model(train: Stage, role: str, bb: str, m: str, seed: int) -> None:
         label = "teacher" if role == "teacher" else student_name(bb, m, seed)
         method = result_method(role, bb, m, seed)
+        if preset.name != default_preset(dataset):  # distinct files per preset in the shared results folder
+            method += f"-{preset.name}"
         pname, sname = f"predict-{label}", f"score-{label}"
         stages.append(train)
         stages.append(

@@ -254,7 +254,7 @@ def test_killed_during_training_resumes_from_the_checkpoint_and_a_second_run_is_
     # one DataLoader worker: a worker forked after the synth stage must not hang (OpenCV's pool and fork)
     args = tiny_args(
         "--set",
-        "teacher.iters=150",
+        "teacher.iters=100",
         "--set",
         "train.ckpt_every=1",
         "--set",
@@ -303,11 +303,11 @@ def test_killed_during_training_resumes_from_the_checkpoint_and_a_second_run_is_
     from bopkd.train.checkpoint import load_checkpoint
 
     it_killed = int(load_checkpoint(last)["iteration"])
-    assert 0 < it_killed < 150
+    assert 0 < it_killed < 100
     # the same settings: the same training folder, continued from its checkpoint
     res = run_pipeline(
         tiny_options(
-            methods=["none"], sets=["teacher.iters=150", "train.ckpt_every=1", "train.data.num_workers=1"]
+            methods=["none"], sets=["teacher.iters=100", "train.ckpt_every=1", "train.data.num_workers=1"]
         )
     )
     assert res.executed[0] == "teacher" and "data" in res.skipped
@@ -315,8 +315,8 @@ def test_killed_during_training_resumes_from_the_checkpoint_and_a_second_run_is_
     log = (run / "logs" / "teacher.log").read_text()
     assert f"resuming from {last.relative_to(tmp_path)}" in log
     m = pd.read_csv(last.parent.parent / "metrics.csv")
-    assert list(m["iter"]) == sorted(set(m["iter"])) and m["iter"].iloc[-1] == 150
-    assert int(load_checkpoint(last.parent / "final.pt")["iteration"]) == 150
+    assert list(m["iter"]) == sorted(set(m["iter"])) and m["iter"].iloc[-1] == 100
+    assert int(load_checkpoint(last.parent / "final.pt")["iteration"]) == 100
     assert (tmp_path / "reports" / "demo-demo" / "report.html").is_file()
 
 

@@ -39,6 +39,7 @@ class ModelResult:
     ar_mssd_mspd: float | None = None  # mean of AR_MSSD and AR_MSPD, written when VSD could not be computed
     add_01d: float | None = None
     per_object_add: dict[int, float] = field(default_factory=dict)
+    per_object_ar: dict[int, float] = field(default_factory=dict)
     time_per_image: float | None = None
     params: int | None = None
     macs: int | None = None
@@ -103,6 +104,25 @@ def _run_seed(run_dir: Path | None) -> int | None:
     return int(seed) if isinstance(seed, int) else None
 
 
+def per_object_ar(recalls_csv: Path) -> dict[int, float]:
+    """Per-object AR from ``recalls.csv``: for each of VSD, MSSD, MSPD present, the object's recall averaged
+    over the BOP'19 thresholds (and VSD's taus), then averaged over those metrics (Hodan et al., ECCVW 2020,
+    Sec. 2.4, applied to one object's targets). Without VSD rows it is the MSSD/MSPD mean."""
+    try:
+        df = pd.read_csv(recalls_csv)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, OSError):
+        return {}
+    need = {"metric", "obj_id", "recall"}
+    if not need <= set(df.columns):
+        return {}
+    df = df[df["metric"].str.lower().isin(["vsd", "mssd", "mspd"]) & (df["obj_id"].astype(str) != "all")]
+    if df.empty:
+        return {}
+    df = df.assign(obj_id=df["obj_id"].astype(int))
+    per_metric = df.groupby(["obj_id", "metric"])["recall"].mean()
+    return {int(k): float(v) for k, v in per_metric.groupby(level="obj_id").mean().items()}
+
+
 def load_result(csv_path: Path, scores_dir: Path) -> ModelResult | None:
     """One :class:`ModelResult`, or None when the submission has not been scored yet.
 
@@ -155,6 +175,8 @@ def load_result(csv_path: Path, scores_dir: Path) -> ModelResult | None:
         run_dir=run_dir,
         recalls_csv=(sdir / "recalls.csv") if (sdir / "recalls.csv").is_file() else None,
     )
+    if r.recalls_csv is not None:
+        r.per_object_ar = per_object_ar(r.recalls_csv)
     ad_path = sdir / "scores_ad.json"
     if ad_path.is_file():
         ad = _read_json(ad_path)
@@ -214,5 +236,7 @@ def results_frame(results: list[ModelResult]) -> pd.DataFrame:
         }
         for obj_id, v in sorted(r.per_object_add.items()):
             row[f"ADD(-S) obj {obj_id}"] = v
+        for obj_id, v in sorted(r.per_object_ar.items()):
+            row[f"AR obj {obj_id}"] = v
         rows.append(row)
     return pd.DataFrame(rows)

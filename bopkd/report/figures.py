@@ -26,33 +26,45 @@ _KD_COLORS = {
 
 
 def per_object_bars(table: pd.DataFrame):
-    """Grouped bars: ADD(-S)-0.1d per object (x) for each model (colour)."""
-    cols = [c for c in table.columns if c.startswith("ADD(-S) obj ") and not c.endswith(" std")]
-    if not cols:
+    """Grouped bars: per-object accuracy (x) for each model (colour by distillation method, the teacher
+    hatched): AR per object (``AR obj k``: BOP'19 recalls of the object's targets averaged over thresholds
+    and metrics) when the scores have it, else ADD(-S)-0.1d per object."""
+    choices = (("AR obj ", "AR per object (%)"), ("ADD(-S) obj ", "ADD(-S)-0.1d (%)"))
+    found = [
+        (p, label, [c for c in table.columns if c.startswith(p) and not c.endswith(" std")])
+        for p, label in choices
+    ]
+    found = [f for f in found if f[2]]
+    if not found:
         return None
-    objs = [c.replace("ADD(-S) obj ", "") for c in cols]
+    prefix, ylabel, cols = found[0]
+    objs = [c.replace(prefix, "") for c in cols]
     n = len(table)
     fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(objs) + 2), 3.8))
     width = 0.8 / max(n, 1)
     x = np.arange(len(objs))
+    top = 0.0
     for i, (_, row) in enumerate(table.iterrows()):
-        vals = [row[c] for c in cols]
-        errs = [row.get(f"{c} std", np.nan) for c in cols]
+        vals = np.asarray([row[c] for c in cols], float)
+        errs = np.asarray([row.get(f"{c} std", np.nan) for c in cols], float)
+        top = max(top, np.nanmax(vals + np.nan_to_num(errs)) if np.isfinite(vals).any() else 0.0)
         ax.bar(
             x + (i - (n - 1) / 2) * width,
             vals,
             width,
             label=row["model"],
             color=_KD_COLORS.get(row["kd"]),
-            alpha=0.55 + 0.45 * (i % 2),
-            yerr=None if np.all(np.isnan(np.asarray(errs, float))) else errs,
+            hatch="//" if row.get("role") == "teacher" else None,
+            edgecolor="white",
+            yerr=None if np.all(np.isnan(errs)) else errs,
             capsize=2,
         )
     ax.set_xticks(x, [f"obj {o}" for o in objs])
-    ax.set_ylabel("ADD(-S)-0.1d (%)")
-    ax.set_ylim(0, 100)
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(0, min(100.0, max(10.0, 1.25 * top)))
     ax.set_title("Per-object accuracy by model")
     ax.legend(fontsize=7, ncol=2)
+    ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return fig
 
@@ -152,33 +164,44 @@ def loss_curves(results: list[ModelResult]):
 
 
 def accuracy_vs_cost(table: pd.DataFrame):
-    """AR (or ADD(-S) when AR is missing) versus parameters and versus ms/image."""
+    """AR (else AR_MSSD_MSPD, else ADD(-S)-0.1d) versus parameters and versus ms/image, one marker per model
+    (colour by distillation method, the teacher a square), named in the legend."""
+    from matplotlib.ticker import ScalarFormatter
+
     metric = next(
         (m for m in ("AR", "AR_MSSD_MSPD", "ADD(-S)-0.1d") if m in table and table[m].notna().any()), "AR"
     )
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    handles = {}
     for ax, col, xlabel in zip(axes, ("params", "ms/image"), ("parameters", "ms / image"), strict=True):
+        xs = []
         for _, row in table.iterrows():
             if pd.isna(row[col]) or pd.isna(row[metric]):
                 continue
-            ax.errorbar(
+            std = row.get(f"{metric} std")
+            h = ax.errorbar(
                 row[col],
                 row[metric],
-                yerr=row.get(f"{metric} std") if not pd.isna(row.get(f"{metric} std")) else None,
-                fmt="o",
+                yerr=None if std is None or pd.isna(std) else std,
+                fmt="s" if row.get("role") == "teacher" else "o",
+                ms=7,
                 color=_KD_COLORS.get(row["kd"]),
-                label=row["model"],
                 capsize=3,
             )
-            ax.annotate(
-                row["model"], (row[col], row[metric]), fontsize=6, xytext=(3, 3), textcoords="offset points"
-            )
-        ax.set_xscale("log")
+            handles.setdefault(row["model"], h)
+            xs.append(float(row[col]))
+        if xs and max(xs) > 0 and min(xs) > 0 and max(xs) / min(xs) > 5:
+            ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(ScalarFormatter())
         ax.set_xlabel(xlabel)
         ax.set_ylabel(f"{metric} (%)")
         ax.grid(alpha=0.3)
     dev = next((d for d in table["device"] if isinstance(d, str) and d), "")
     axes[1].set_title(f"speed on {dev}" if dev else "speed")
     axes[0].set_title("size")
-    fig.tight_layout()
+    if handles:
+        fig.legend(list(handles.values()), list(handles), fontsize=7, loc="center right")
+        fig.tight_layout(rect=(0, 0, 0.84, 1))
+    else:
+        fig.tight_layout()
     return fig

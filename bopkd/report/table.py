@@ -36,10 +36,10 @@ def comparison_table(runs: pd.DataFrame) -> pd.DataFrame:
     """Aggregate per-submission rows (:func:`bopkd.report.collect.results_frame`) over seeds.
 
     Returns a frame with one row per (role, backbone, kd): ``seeds``, ``<metric>`` mean and
-    ``<metric> std`` (percent), per-object ADD(-S) means, ``params``, ``MACs``, ``ms/image``, ``FPS``,
+    ``<metric> std`` (percent), per-object ADD(-S) and AR means (``ADD(-S) obj k``, ``AR obj k``), ``params``, ``MACs``, ``ms/image``, ``FPS``,
     ``device``, ``protocol``, and ``gain AR`` / ``gain ADD(-S)-0.1d`` over the direct student.
     """
-    obj_cols = [c for c in runs.columns if c.startswith("ADD(-S) obj ")]
+    obj_cols = [c for c in runs.columns if c.startswith(("ADD(-S) obj ", "AR obj "))]
     value_cols = [c for c in METRICS + obj_cols if c in runs.columns]
     num = runs.copy()
     for c in value_cols:

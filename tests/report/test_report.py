@@ -191,6 +191,8 @@ def test_table_aggregates_seeds_and_gains_over_the_direct_student(results, tmp_p
     assert t.loc["ot", "gain AR"] == pytest.approx(15.0)
     assert t.loc["ot", "gain ADD(-S)-0.1d"] == pytest.approx(40.0 - 30.0)
     assert t.loc["ot", "ADD(-S) obj 1"] == pytest.approx(40.0)
+    # per-object AR from recalls.csv: recalls 0.1 .. 1.0 over the 10 thresholds of MSSD and of MSPD
+    assert t.loc["ot", "AR obj 2"] == pytest.approx(55.0)
     assert np.isnan(t.loc["-", "gain AR"]) and t.loc["none", "gain AR"] == 0
     assert "AR_MSSD_MSPD" not in rep.files["table.md"].read_text()  # VSD was computed: not shown
     md = rep.files["table.md"].read_text()
@@ -258,3 +260,22 @@ def test_errors_are_one_line(tmp_path):
     (tmp_path / "r" / "bopkd-x_demo-test.csv").write_text("x")
     with pytest.raises(BopkdError, match="no scored submissions"):
         collect_results(tmp_path / "r")
+
+
+def test_per_object_ar_averages_thresholds_then_metrics(tmp_path):
+    from bopkd.report.collect import per_object_ar
+
+    rows = [
+        ("vsd", 1, 0.05, 0.05, 0.2),
+        ("vsd", 1, 0.10, 0.05, 0.4),
+        ("mssd", 1, None, 0.05, 0.5),
+        ("mssd", 1, None, 0.10, 0.7),
+        ("mspd", 1, None, 5.0, 0.9),
+        ("mspd", "all", None, 5.0, 0.0),  # totals are not an object
+        ("ad", 1, None, 0.1, 0.0),  # not a BOP'19 metric
+        ("mssd", 7, None, 0.05, 0.25),
+    ]
+    df = pd.DataFrame(rows, columns=["metric", "obj_id", "tau", "threshold", "recall"])
+    df.assign(tp=0, n_targets=1).to_csv(tmp_path / "recalls.csv", index=False)
+    got = per_object_ar(tmp_path / "recalls.csv")
+    assert got == {1: pytest.approx((0.3 + 0.6 + 0.9) / 3), 7: pytest.approx(0.25)}
