@@ -641,21 +641,13 @@ def _run_train(ctx: StageContext) -> StageOutput:
     if cfg.gpus > 1:
         cfg_path = run_dir / "pipeline_config.yaml"
         save_config(cfg, cfg_path)
-        _run_subprocess(
-            [
-                sys.executable,
-                "-m",
-                "bopkd",
-                "train",
-                cfg.role,
-                "--config",
-                str(cfg_path),
-                "--resume",
-                "--gpus",
-                str(cfg.gpus),
-            ],
-            ctx.log,
-        )
+        # The options repeat the config's role-defining keys (the student command requires --backbone and
+        # its --kd/--teacher options override the config file's).
+        who = ["--backbone", cfg.model.backbone]
+        if cfg.role == "student":
+            who += ["--kd", cfg.kd.method] + (["--teacher", str(cfg.kd.teacher)] if cfg.kd.teacher else [])
+        cmd = [sys.executable, "-m", "bopkd", "train", cfg.role, "--config", str(cfg_path), *who]
+        _run_subprocess([*cmd, "--resume", "--gpus", str(cfg.gpus)], ctx.log)
     else:
         from bopkd.train.trainer import summary_line, train
 
