@@ -4,7 +4,8 @@ For every image with test targets (``test_targets_bop19.json``): the network run
 (full mode) or on the zoom-in crop of each target instance (crop mode; boxes from the GT, an *oracle*
 protocol, or from a BOP default-detections JSON); the confident cells of each class give 2D keypoints
 (``bopkd.models.decode``), which are mapped back to the original image and turned into a pose by
-EPnP + RANSAC with the original intrinsics (``bopkd.models.predict.predict_poses``, seeded). Estimates
+EPnP + RANSAC with the original intrinsics (``bopkd.models.predict.poses_from_detections``, seeded),
+only for the targets' objects (in crop mode: only the crop's object). Estimates
 of the targets' objects are written through the BOP CSV writer (``bopkd.eval.submission``) as
 ``OUT/<method>_<dataset>-<split>.csv``, with a sidecar ``<csv>.json`` describing the model (parameters,
 MACs, ms per image, device) and the protocol.
@@ -41,7 +42,7 @@ from bopkd.errors import BopkdError
 from bopkd.eval.naming import ResultName
 from bopkd.eval.submission import Estimate, write_submission
 from bopkd.train import checkpoint as ckpt
-from bopkd.train.config import RunConfig, build_config, to_dict
+from bopkd.train.config import PredictConfig, RunConfig, build_config, to_dict
 from bopkd.train.seed import opencv_single_threaded
 from bopkd.train.trainer import device_name, resolve_device
 from bopkd.utils.atomic import atomic_write_json
@@ -113,6 +114,57 @@ def load_for_inference(checkpoint: str | Path, device: torch.device, overrides: 
     return model, cfg, state, path
 
 
+def estimate_poses(
+    outputs: dict,
+    metas: list[dict],
+    targets: dict[tuple[int, int], set[int]],
+    obj_ids: list[int],
+    corners: np.ndarray,
+    p: PredictConfig,
+    seed: int = 0,
+    positive_lambda: float = 1.0,
+) -> list[list]:
+    """Poses of one batch of network outputs: decode the confident cells, then EPnP-RANSAC per class.
+
+    Only the target objects of each image are solved; a crop (``meta["obj_id"]``) answers for its own
+    object only (its class is known from its box, as in WDRNet+'s zoom-in inference).
+
+    Args:
+        outputs: the network's outputs for the batch (float32 ``cls_logits`` and ``kpts``).
+        metas: the batch's meta dicts (``K_orig``, ``affine``, ``scene_id``, ``im_id``[, ``obj_id``]).
+        targets: (scene_id, im_id) -> target object ids.
+        obj_ids: class index -> object id; corners: (C, 8, 3) mm box corners per class.
+    Returns:
+        per input, a list of :class:`bopkd.models.predict.PoseEstimate`.
+    """
+    from bopkd.models.decode import decode
+    from bopkd.models.predict import poses_from_detections
+
+    dets = decode(outputs, score_th=p.score_th, num_cells=p.num_cells, positive_lambda=positive_lambda)
+    cls_of = {o: c for c, o in enumerate(obj_ids)}
+    out = []
+    for b, m in enumerate(metas):
+        wanted = targets.get((int(m["scene_id"]), int(m["im_id"])), set())
+        if "obj_id" in m:
+            keep = {cls_of[int(m["obj_id"])]} if int(m["obj_id"]) in wanted else set()
+        else:
+            keep = {c for c, o in enumerate(obj_ids) if o in wanted}
+        out.append(
+            poses_from_detections(
+                {c: d for c, d in dets[b].items() if c in keep},
+                corners,
+                obj_ids,
+                m["K_orig"],
+                m["affine"],
+                reproj_err=p.reproj_err,
+                pnp_iters=p.ransac_iters,
+                seed=seed,
+                refine=p.refine,
+            )
+        )
+    return out
+
+
 def predict(
     checkpoint: str | Path,
     *,
@@ -144,7 +196,7 @@ def predict(
     """
     from tqdm import tqdm
 
-    from bopkd.models.predict import predict_poses
+    from bopkd.models.predict import class_corners
     from bopkd.models.profile import count_macs, count_parameters
 
     dev = resolve_device(device)
@@ -180,6 +232,8 @@ def predict(
         bop=bop,
     )
     infos = bop.models_info()
+    obj_ids = list(model.obj_ids)
+    corners = class_corners(obj_ids, infos)
     targets: dict[tuple[int, int], set[int]] = defaultdict(set)
     for t in bop.targets:
         targets[(t.scene_id, t.im_id)].add(t.obj_id)
@@ -218,21 +272,8 @@ def predict(
                 }
             else:
                 outputs = model(images)
-            K = np.stack([m["K_orig"] for m in metas])
-            A = np.stack([m["affine"] for m in metas])
-            poses = predict_poses(
-                model,
-                images,
-                K,
-                infos,
-                affines=A,
-                score_th=p.score_th,
-                num_cells=p.num_cells,
-                reproj_err=p.reproj_err,
-                pnp_iters=p.ransac_iters,
-                seed=cfg.seed,
-                refine=p.refine,
-                outputs=outputs,
+            poses = estimate_poses(
+                outputs, metas, targets, obj_ids, corners, p, cfg.seed, cfg.loss.positive_lambda
             )
             sync()
             share = (time.perf_counter() - t0) / len(metas)
@@ -240,19 +281,12 @@ def predict(
             for m, ests in zip(metas, poses, strict=True):
                 key = (int(m["scene_id"]), int(m["im_id"]))
                 per_image_s[key] += share
-                if m.get("box_source") == "detections":
+                detected = m.get("box_source") == "detections"
+                if detected:
                     det_time[key] = max(det_time.get(key, 0.0), float(m.get("det_time", 0.0)))
-                wanted = targets.get(key, set())
                 for e in ests:
-                    if e.obj_id not in wanted:
-                        continue
-                    if "obj_id" in m and e.obj_id != int(m["obj_id"]):
-                        continue  # a crop answers for its own object only
-                    score = (
-                        e.score * float(m.get("score", 1.0))
-                        if m.get("box_source") == "detections"
-                        else e.score
-                    )
+                    # With detections, a pose's score is its cells' score times the box's score.
+                    score = e.score * float(m.get("score", 1.0)) if detected else e.score
                     found.append((key, e.obj_id, score, e.R, e.t))
     for key in ds.image_keys():
         per_image_s.setdefault(key, 0.0)

@@ -230,7 +230,10 @@ def test_test_split_uses_only_the_targets(lmo_sample_root):
     }
     assert set(item["objects"]["obj_id"].tolist()) <= wanted and len(item["objects"]["obj_id"]) > 0
     # Training needs masks; this split has none, and rendering them is the documented way.
-    with pytest.raises(MissingFileError, match="data.masks=render"):
+    with (
+        pytest.warns(UserWarning, match="skipped"),
+        pytest.raises(MissingFileError, match="data.masks=render"),
+    ):
         BopTorchDataset(_cfg(lmo_sample_root, skip_missing_images=True, masks="file"), LMO_IDS, train=True)[0]
 
 
