@@ -544,6 +544,25 @@ def build_plan(opts: PipelineOptions) -> Plan:
 
     # 6. report
     title = f"bopkd: {dataset}, {preset.name} preset"
+    data_cfg = stages[0].config
+    what = (
+        f"synthetic dataset {dataset} ({len(data_cfg['synth']['objects'] or []) or 'all'} objects, "
+        f"{data_cfg['synth']['train']} train / {data_cfg['synth']['test']} test images)"
+        if "synth" in data_cfg
+        else f"BOP dataset {dataset} ({', '.join(data_cfg['parts'])})"
+    )
+    t, s0 = tcfg, next((st.config for st in stages if st.kind == "student"), None)
+    inputs = f"{t['data']['crop_size']} px zoom-in crops" if t["data"]["mode"] == "crop" else "whole images"
+    summary = (
+        f"Settings: {what}; teacher {t['model']['backbone']} ({t['iters']} iterations, batch {t['batch_size']}); "
+        + (
+            f"students {', '.join(students)} ({s0['iters']} iterations, batch {s0['batch_size']}), "
+            f"methods {', '.join(methods)}, seeds {', '.join(map(str, seeds))}; "
+            if s0
+            else ""
+        )
+        + f"inputs: {inputs}. Run folder {run_folder} (settings, checksums and logs of every stage)."
+    )
     stages.append(
         Stage(
             "report",
@@ -555,6 +574,7 @@ def build_plan(opts: PipelineOptions) -> Plan:
                 "results": str(opts.results),
                 "scores": str(scores_dir),
                 "title": title,
+                "summary": summary,
                 "predict": predict_names,
                 "score": score_names,
             },
@@ -770,7 +790,7 @@ def _run_report(ctx: StageContext) -> StageOutput:
 
     c = ctx.stage.config
     csvs = [Path(ctx.dep_info(p)["csv"]) for p in c["predict"]]
-    notes: list[str] = []
+    notes: list[str] = [c["summary"]] if c.get("summary") else []
     for p in [*c["predict"], *c["score"]]:
         for n in ctx.dep_info(p).get("notes", []):
             if n not in notes:

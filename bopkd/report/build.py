@@ -27,6 +27,14 @@ from bopkd.report.collect import collect_results, results_frame
 from bopkd.report.table import comparison_table, display_table
 from bopkd.utils.atomic import atomic_write_bytes, atomic_write_text
 
+#: What the protocols of ``bopkd predict`` mean, for readers of a report.
+PROTOCOLS = {
+    "oracle-gt-boxes": "crops around the ground-truth boxes: an oracle protocol, not comparable with "
+    "detector-based BOP results",
+    "detections": "crops around the boxes of a detections file",
+    "full-image": "whole images, no boxes",
+}
+
 
 @dataclass
 class Report:
@@ -109,8 +117,9 @@ def build_report(
         f"(kd = none) of the same backbone. Scores by engine: {html.escape(', '.join(engines) or '?')}. "
         f"Speed measured on: {html.escape(', '.join(devices) or '?')}.</p>",
     ]
+    protocol_text = ", ".join(f"{p} ({PROTOCOLS[p]})" if p in PROTOCOLS else p for p in protocols)
     if protocols:
-        parts.append(f"<p><b>Protocol:</b> {html.escape(', '.join(protocols))}</p>")
+        parts.append(f"<p><b>Protocol:</b> {html.escape(protocol_text)}</p>")
     for n in notes:
         parts.append(f"<p class='note'><b>Note:</b> {html.escape(n)}</p>")
     parts.append("<h2>Comparison</h2>")
@@ -140,7 +149,7 @@ def build_report(
     )
     md.append("")
     if protocols:
-        md += [f"**Protocol:** {', '.join(protocols)}", ""]
+        md += [f"**Protocol:** {protocol_text}", ""]
     md += [f"**Note:** {n}" + "\n" for n in notes]
     md += ["## Comparison", "", shown.to_markdown(index=False), ""]
     md += [f"## {captions[name]}\n\n![{captions[name]}]({name})\n" for name in pngs]
