@@ -27,7 +27,6 @@ console = Console()
 err_console = Console(stderr=True)
 
 
-
 @app.callback(invoke_without_command=True)
 def _root(
     ctx: typer.Context,
@@ -49,7 +48,9 @@ RootOpt = Annotated[Path, typer.Option("--root", help="Folder that holds the BOP
 
 @app.command()
 def info(
-    dataset: Annotated[str, typer.Argument(help="Dataset name: registered (lmo, lm, ycbv, tless) or a folder under --root.")],
+    dataset: Annotated[
+        str, typer.Argument(help="Dataset name: registered (lmo, lm, ycbv, tless) or a folder under --root.")
+    ],
     root: RootOpt = Path("bop_data"),
 ) -> None:
     """Print a dataset's objects, splits, scenes, images, GT instances and test targets."""
@@ -58,7 +59,9 @@ def info(
 
     ds = BopDataset(dataset, root)
     s = summarize(ds)
-    console.print(f"[bold]{s.title}[/bold] ({s.name}, {'registered' if s.registered else 'described by its folder'}) at {ds.path}")
+    console.print(
+        f"[bold]{s.title}[/bold] ({s.name}, {'registered' if s.registered else 'described by its folder'}) at {ds.path}"
+    )
     t = Table(title=f"objects ({len(s.objects)})")
     for col in ("obj_id", "diameter (mm)", "symmetry", "pose error"):
         t.add_column(col, justify="right" if col != "symmetry" else "left")
@@ -69,7 +72,13 @@ def info(
     for col in ("split", "scenes", "images", "GT instances", "depth"):
         t.add_column(col, justify="right" if col != "split" else "left")
     for sp in s.splits:
-        t.add_row(sp["split"], str(sp["scenes"]), str(sp["images"]), str(sp["instances"]), "yes" if sp["depth"] else "no")
+        t.add_row(
+            sp["split"],
+            str(sp["scenes"]),
+            str(sp["images"]),
+            str(sp["instances"]),
+            "yes" if sp["depth"] else "no",
+        )
     console.print(t)
     console.print(
         f"test targets (BOP'19): {s.n_targets} targets, {s.n_target_instances} instances in {s.n_target_images} images"
@@ -145,30 +154,48 @@ def synth(
     root: RootOpt = Path("bop_data"),
     models: Annotated[
         str | None,
-        typer.Option("--models", help="'procedural' (bopkd's objects 1-8) or a BOP models/ folder with models_info.json."),
+        typer.Option(
+            "--models",
+            help="'procedural' (bopkd's objects 1-8) or a BOP models/ folder with models_info.json.",
+        ),
     ] = None,
-    train: Annotated[int | None, typer.Option("--train", min=0, help="Number of train_pbr images (default: 200).")] = None,
-    test: Annotated[int | None, typer.Option("--test", min=0, help="Number of test images (default: 40).")] = None,
+    train: Annotated[
+        int | None, typer.Option("--train", min=0, help="Number of train_pbr images (default: 200).")
+    ] = None,
+    test: Annotated[
+        int | None, typer.Option("--test", min=0, help="Number of test images (default: 40).")
+    ] = None,
     size: Annotated[
-        str | None, typer.Option("--size", help="Image size WxH, e.g. 320x240 (K is scaled) (default: the camera's).")
+        str | None,
+        typer.Option("--size", help="Image size WxH, e.g. 320x240 (K is scaled) (default: the camera's)."),
     ] = None,
-    seed: Annotated[int | None, typer.Option("--seed", help="Random seed; same seed, same files (default: 0).")] = None,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Random seed; same seed, same files (default: 0).")
+    ] = None,
     camera: Annotated[
         str | None,
-        typer.Option("--camera", help="Intrinsics of: lm, lmo, ycbv, tless, a dataset under --root or a camera.json (default: lmo)."),
+        typer.Option(
+            "--camera",
+            help="Intrinsics of: lm, lmo, ycbv, tless, a dataset under --root or a camera.json (default: lmo).",
+        ),
     ] = None,
     objects: Annotated[
-        str | None, typer.Option("--objects", help="Object ids to use, comma-separated, e.g. 1,2,5 (default: all).")
+        str | None,
+        typer.Option("--objects", help="Object ids to use, comma-separated, e.g. 1,2,5 (default: all)."),
     ] = None,
     viewpoints: Annotated[
         str | None,
-        typer.Option("--viewpoints", help="linemod (upper hemisphere, small in-plane rotation) or free (any rotation) (default: linemod)."),
+        typer.Option(
+            "--viewpoints",
+            help="linemod (upper hemisphere, small in-plane rotation) or free (any rotation) (default: linemod).",
+        ),
     ] = None,
     per_image: Annotated[
         str | None, typer.Option("--per-image", help="Objects per image, MIN-MAX or N (default: 3-6).")
     ] = None,
     config: Annotated[
-        Path | None, typer.Option("--config", help="YAML file with SynthConfig settings; options given here override it.")
+        Path | None,
+        typer.Option("--config", help="YAML file with SynthConfig settings; options given here override it."),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Rebuild even if the dataset exists.")] = False,
 ) -> None:
@@ -204,7 +231,10 @@ def synth(
 
     try:
         build_synthetic_dataset(
-            cfg, force=force, log=lambda m: console.print(m, highlight=False, soft_wrap=True), progress=progress
+            cfg,
+            force=force,
+            log=lambda m: console.print(m, highlight=False, soft_wrap=True),
+            progress=progress,
         )
     finally:
         for b in bars:
@@ -214,7 +244,8 @@ def synth(
 @app.command()
 def score(
     csvs: Annotated[
-        list[Path], typer.Argument(help="BOP result files named METHOD_DATASET-SPLIT[-SPLITTYPE][_SUFFIX].csv.")
+        list[Path],
+        typer.Argument(help="BOP result files named METHOD_DATASET-SPLIT[-SPLITTYPE][_SUFFIX].csv."),
     ],
     root: RootOpt = Path("bop_data"),
     check_only: Annotated[
@@ -235,10 +266,16 @@ def score(
     ] = "bopkd",
     out: Annotated[Path, typer.Option("--out", help="Folder for the score files.")] = Path("results/scores"),
     toolkit_python: Annotated[
-        str | None, typer.Option("--toolkit-python", help="Python that imports bop_toolkit_lib (default: $BOPKD_TOOLKIT_PYTHON).")
+        str | None,
+        typer.Option(
+            "--toolkit-python", help="Python that imports bop_toolkit_lib (default: $BOPKD_TOOLKIT_PYTHON)."
+        ),
     ] = None,
     toolkit_path: Annotated[
-        Path | None, typer.Option("--toolkit-path", help="bop_toolkit checkout with scripts/ (default: $BOPKD_TOOLKIT_PATH).")
+        Path | None,
+        typer.Option(
+            "--toolkit-path", help="bop_toolkit checkout with scripts/ (default: $BOPKD_TOOLKIT_PATH)."
+        ),
     ] = None,
     renderer: Annotated[
         str, typer.Option("--renderer", help="bop_toolkit's VSD renderer: vispy, cpp or python.")
@@ -283,7 +320,9 @@ def score(
             s = rec["scores"]
             vals = ", ".join(f"{k} {v:.4f}" for k, v in s.items() if v is not None)
             console.print(f"{rec['result_name']} (bop_toolkit): {vals}", highlight=False, soft_wrap=True)
-            console.print(f"  -> {output_path(out, parse_name(rec['result_name']))}", highlight=False, soft_wrap=True)
+            console.print(
+                f"  -> {output_path(out, parse_name(rec['result_name']))}", highlight=False, soft_wrap=True
+            )
         return
     if engine != "bopkd":
         raise BopkdError(f"unknown --engine {engine!r}; use bopkd or bop_toolkit")
@@ -311,10 +350,13 @@ def parse_name(name: str):
 
 @app.command()
 def report(
-    results_dir: Annotated[Path, typer.Argument(help="Folder with BOP CSV submissions and their sidecar .json files.")],
+    results_dir: Annotated[
+        Path, typer.Argument(help="Folder with BOP CSV submissions and their sidecar .json files.")
+    ],
     out: Annotated[Path, typer.Option("--out", help="Report folder.")] = Path("reports/latest"),
     scores: Annotated[
-        Path | None, typer.Option("--scores", help="Folder of bopkd score outputs (default RESULTS_DIR/scores).")
+        Path | None,
+        typer.Option("--scores", help="Folder of bopkd score outputs (default RESULTS_DIR/scores)."),
     ] = None,
     title: Annotated[str, typer.Option("--title", help="Report title.")] = "",
 ) -> None:
@@ -470,12 +512,16 @@ def train_student(
     ] = None,
     teacher: Annotated[
         Path | None,
-        typer.Option("--teacher", help="Teacher checkpoint or run directory (frozen; needed by every --kd but none)."),
+        typer.Option(
+            "--teacher", help="Teacher checkpoint or run directory (frozen; needed by every --kd but none)."
+        ),
     ] = None,
     kd_weight: Annotated[
         float | None,
         typer.Option(
-            "--kd-weight", min=0.0, help="Weight of the distillation loss (default: the method's; ot 5, pred 5, fkd 1)."
+            "--kd-weight",
+            min=0.0,
+            help="Weight of the distillation loss (default: the method's; ot 5, pred 5, fkd 1).",
         ),
     ] = None,
 ) -> None:
@@ -565,49 +611,83 @@ def _split_list(values: list[str] | None) -> list[str] | None:
 def run_pipeline_cmd(
     dataset: Annotated[
         str,
-        typer.Argument(help="demo (synthetic, the default), a registered BOP dataset (lmo, lm, ycbv, tless; "
-                       "downloaded) or the name of a synthetic dataset to build."),
+        typer.Argument(
+            help="demo (synthetic, the default), a registered BOP dataset (lmo, lm, ycbv, tless; "
+            "downloaded) or the name of a synthetic dataset to build."
+        ),
     ] = "demo",
     preset: Annotated[
         str | None,
-        typer.Option("--preset", help="demo (minutes on a CPU), quick (a real dataset at reduced scale) or paper "
-                     "(Guo et al.'s settings, for GPUs). Default: demo for the dataset demo, else quick."),
+        typer.Option(
+            "--preset",
+            help="demo (minutes on a CPU), quick (a real dataset at reduced scale) or paper "
+            "(Guo et al.'s settings, for GPUs). Default: demo for the dataset demo, else quick.",
+        ),
     ] = None,
     methods: Annotated[
         list[str] | None,
-        typer.Option("--methods", help="Distillation methods, comma-separated or repeated (default: none,pred,fkd,ot,fkd+ot)."),
+        typer.Option(
+            "--methods",
+            help="Distillation methods, comma-separated or repeated (default: none,pred,fkd,ot,fkd+ot).",
+        ),
     ] = None,
     students: Annotated[
         list[str] | None,
-        typer.Option("--students", help="Student backbones (darknet-tiny, darknet-tiny-h, tiny-cpu or timm names); "
-                     "default: the preset's."),
+        typer.Option(
+            "--students",
+            help="Student backbones (darknet-tiny, darknet-tiny-h, tiny-cpu or timm names); "
+            "default: the preset's.",
+        ),
     ] = None,
     seeds: Annotated[
-        list[str] | None, typer.Option("--seeds", help="Student seeds, e.g. 0,1,2 (default: the preset's; the teacher uses the first).")
+        list[str] | None,
+        typer.Option(
+            "--seeds", help="Student seeds, e.g. 0,1,2 (default: the preset's; the teacher uses the first)."
+        ),
     ] = None,
     root: RootOpt = Path("bop_data"),
-    results: Annotated[Path, typer.Option("--results", help="Folder of the BOP CSV submissions (scores in RESULTS/scores).")] = Path("results"),
-    reports: Annotated[Path, typer.Option("--reports", help="Folder of reports (this run's: REPORTS/<dataset>-<preset>).")] = Path("reports"),
-    runs: Annotated[Path, typer.Option("--runs", help="Folder of run state: RUNS/<dataset>-<preset>/{stages,logs,train}.")] = Path("runs"),
-    device: Annotated[str, typer.Option("--device", help="auto (CUDA when available), cpu, cuda or cuda:N.")] = "auto",
+    results: Annotated[
+        Path, typer.Option("--results", help="Folder of the BOP CSV submissions (scores in RESULTS/scores).")
+    ] = Path("results"),
+    reports: Annotated[
+        Path, typer.Option("--reports", help="Folder of reports (this run's: REPORTS/<dataset>-<preset>).")
+    ] = Path("reports"),
+    runs: Annotated[
+        Path, typer.Option("--runs", help="Folder of run state: RUNS/<dataset>-<preset>/{stages,logs,train}.")
+    ] = Path("runs"),
+    device: Annotated[
+        str, typer.Option("--device", help="auto (CUDA when available), cpu, cuda or cuda:N.")
+    ] = "auto",
     gpus: Annotated[int, typer.Option("--gpus", min=1, help="GPUs (DDP processes) per training run.")] = 1,
     threads: Annotated[
-        int | None, typer.Option("--threads", min=1, help="Torch CPU threads (default: the cores not busy with other work).")
+        int | None,
+        typer.Option(
+            "--threads", min=1, help="Torch CPU threads (default: the cores not busy with other work)."
+        ),
     ] = None,
     force: Annotated[
         list[str] | None,
-        typer.Option("--force", help="Run these stages even if done: a stage name, a kind (data, teacher, student, "
-                     "predict, score, report), a glob (student-*-ot-*) or all; repeatable."),
+        typer.Option(
+            "--force",
+            help="Run these stages even if done: a stage name, a kind (data, teacher, student, "
+            "predict, score, report), a glob (student-*-ot-*) or all; repeatable.",
+        ),
     ] = None,
     set_: Annotated[
         list[str] | None,
-        typer.Option("--set", help="Override a setting: SCOPE.key=value with SCOPE synth, train, teacher, student, "
-                     "student@BACKBONE|METHOD, predict or score; e.g. --set teacher.iters=300; repeatable."),
+        typer.Option(
+            "--set",
+            help="Override a setting: SCOPE.key=value with SCOPE synth, train, teacher, student, "
+            "student@BACKBONE|METHOD, predict or score; e.g. --set teacher.iters=300; repeatable.",
+        ),
     ] = None,
     mirror: Annotated[
-        str | None, typer.Option("--mirror", help="Download mirror for registered datasets (default: $BOPKD_MIRROR).")
+        str | None,
+        typer.Option("--mirror", help="Download mirror for registered datasets (default: $BOPKD_MIRROR)."),
     ] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the stage plan and what is already done; run nothing.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the stage plan and what is already done; run nothing.")
+    ] = False,
 ) -> None:
     """Run every stage, from the dataset to a BOP-scored comparison report of all distillation methods.
 
