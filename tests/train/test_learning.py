@@ -9,13 +9,18 @@ defined in the BOP toolkit's ``pose_error.add``/``adi``, computed here independe
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
+import pytest
+import torch
 from scipy.spatial import cKDTree
 
 from bopkd.data.dataset import BopDataset
 from bopkd.eval.submission import read_submission
 from bopkd.train.logging import read_metrics
 from bopkd.train.predict import predict
+from bopkd.train.trainer import train
 
 
 def _add(pts: np.ndarray, R_e, t_e, R_g, t_g, symmetric: bool) -> float:
@@ -26,16 +31,13 @@ def _add(pts: np.ndarray, R_e, t_e, R_g, t_g, symmetric: bool) -> float:
     return float(np.linalg.norm(e - g, axis=1).mean())
 
 
-def test_training_learns_poses_of_the_training_images(learned_run, synth_root, tmp_path, capsys):
-    rows = read_metrics(learned_run["run_dir"])
-    losses = [r["loss"] for r in rows]
-    assert len(rows) == 30 and losses[-1] < 0.3 * losses[0], losses
-
+def _add_errors(run_dir, synth_root, out) -> np.ndarray:
+    """ADD(-S) / diameter of every target, from the CSV that ``bopkd predict`` writes (inf when missing)."""
     res = predict(
-        learned_run["run_dir"],
+        run_dir,
         dataset="learn",
         root=synth_root,
-        out=tmp_path,
+        out=out,
         device="cpu",
         num_workers=0,
         progress=False,
@@ -60,12 +62,49 @@ def test_training_learns_poses_of_the_training_images(learned_run, synth_root, t
         errors.append(
             _add(pts, e.R, e.t, gts[0].R, gts[0].t, infos[t.obj_id].is_symmetric) / infos[t.obj_id].diameter
         )
-    errors = np.array(errors)
+    return np.array(errors)
+
+
+def test_training_learns_poses_of_the_training_images(learned_run, synth_root, tmp_path, capsys):
+    rows = read_metrics(learned_run["run_dir"])
+    losses = [r["loss"] for r in rows]
+    assert len(rows) == 30 and losses[-1] < 0.3 * losses[0], losses
+    errors = _add_errors(learned_run["run_dir"], synth_root, tmp_path)
     recall = float((errors < 0.1).mean())
     with capsys.disabled():
         print(
             f"\n[learning] {len(errors)} instances, ADD(-S) < 0.1 d: {recall:.0%}; median error {np.median(errors):.3f} d; "
-            f"training {learned_run['seconds']:.1f} s ({learned_run['summary']['device']}); loss {losses[0]:.3f} -> {losses[-1]:.3f}"
+            f"training {learned_run['seconds']:.1f} s ({learned_run['summary']['device']}); "
+            f"loss {losses[0]:.3f} -> {losses[-1]:.3f}"
         )
     assert len(errors) >= 15
     assert recall >= 0.7, (recall, errors)
+
+
+@pytest.mark.slow
+def test_full_image_training_learns_too(make_cfg, synth_root, tmp_path, capsys):
+    """The default whole-image mode (320x240 inputs, 150 iterations, about a minute); the crop-mode test
+    above covers the same code faster."""
+    cfg = make_cfg(
+        tmp_path / "full",
+        "data.mode=full",
+        "data.input_size=[320,240]",
+        "augment.enabled=false",
+        "optim.lr=3e-3",
+        "batch_size=4",
+        "log_every=10",
+        "ckpt_every=150",
+        iters=150,
+    )
+    t0 = time.perf_counter()
+    train(cfg)
+    seconds = time.perf_counter() - t0
+    losses = [r["loss"] for r in read_metrics(tmp_path / "full")]
+    errors = _add_errors(tmp_path / "full", synth_root, tmp_path / "res")
+    recall = float((errors < 0.1).mean())
+    with capsys.disabled():
+        print(
+            f"\n[learning, full image] ADD(-S) < 0.1 d: {recall:.0%} of {len(errors)}; training {seconds:.1f} s "
+            f"({torch.get_num_threads()} thread); loss {losses[0]:.3f} -> {losses[-1]:.3f}"
+        )
+    assert losses[-1] < 0.3 * losses[0] and recall >= 0.7, (recall, errors)
