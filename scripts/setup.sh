@@ -13,7 +13,8 @@ for a in "$@"; do
 done
 
 # open3d needs libusb-1.0 at import time.
-if ! ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0'; then
+# grep reads all of ldconfig's output (grep -q would end the pipe early and fail it under pipefail).
+if ! ldconfig -p 2>/dev/null | grep 'libusb-1.0.so.0' >/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "setup.sh: installing libusb-1.0-0 (needed by open3d)"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libusb-1.0-0 >/dev/null
