@@ -17,7 +17,10 @@ done
 if ! ldconfig -p 2>/dev/null | grep 'libusb-1.0.so.0' >/dev/null; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "setup.sh: installing libusb-1.0-0 (needed by open3d)"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libusb-1.0-0 >/dev/null
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libusb-1.0-0 >/dev/null; }; then
+      echo "setup.sh: apt-get could not install libusb-1.0-0 (needed by open3d); install it, then rerun: apt-get install -y libusb-1.0-0" >&2
+      exit 1
+    fi
   else
     echo "setup.sh: open3d needs the system library libusb-1.0-0; install it with: sudo apt-get install -y libusb-1.0-0" >&2
     exit 1
