@@ -12,7 +12,8 @@ opened)::
     scheduler     lr scheduler state_dict
     scaler        GradScaler state_dict (fp16 AMP; empty otherwise)
     extra_modules state_dicts of trainable loss modules (distillation adapters), by name
-    rng           global RNG states (bopkd.train.seed.rng_state)
+    rng           global RNG states (bopkd.train.seed.rng_state) of rank 0
+    rng_ranks     DDP runs: the RNG states of every rank, in rank order
     config        the run config as a plain dict (bopkd.train.config.to_dict)
     versions      bopkd / torch / python / numpy / opencv versions
     info          free-form plain metadata (parameters, MACs, best loss, ...)

@@ -78,6 +78,15 @@ def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def gather_objects(obj) -> list:
+    """``obj`` of every process, in rank order (``[obj]`` when not distributed); every rank must call it."""
+    if dist.is_available() and dist.is_initialized():
+        out = [None] * dist.get_world_size()
+        dist.all_gather_object(out, obj)
+        return out
+    return [obj]
+
+
 def any_flag(flag: bool, device: torch.device) -> bool:
     """True on every process when ``flag`` is true on any (used to stop all ranks together)."""
     if dist.is_available() and dist.is_initialized():

@@ -362,10 +362,15 @@ class Trainer:
         }
 
     def save(self, name: str = ckpt.LAST) -> Path | None:
-        """Write a checkpoint (rank 0 only) to ``RUN_DIR/checkpoints/name``."""
+        """Write a checkpoint to ``RUN_DIR/checkpoints/name``: rank 0 writes, every rank must call it (the
+        RNG states of all ranks are gathered so that a resumed DDP run continues every rank's streams)."""
+        rng_ranks = dist_utils.gather_objects(rng_state())
         if not self.is_main:
             return None
-        return ckpt.save_checkpoint(self.run_dir / "checkpoints" / name, self.state_dict())
+        state = self.state_dict()
+        if self.dist.enabled:
+            state["rng_ranks"] = rng_ranks
+        return ckpt.save_checkpoint(self.run_dir / "checkpoints" / name, state)
 
     def _restore(self, state: dict, path: Path) -> None:
         saved_iters = (
@@ -391,7 +396,10 @@ class Trainer:
                 f"{path}: the optimiser/scheduler state does not fit this run ({str(e).splitlines()[0][:160]}); "
                 "resume with the run's own config or start a new run"
             ) from None
-        if "rng" in state:
+        ranks = state.get("rng_ranks")
+        if isinstance(ranks, list) and len(ranks) == self.dist.world_size:
+            set_rng_state(ranks[self.dist.rank])
+        elif "rng" in state:
             set_rng_state(state["rng"])
         self.iteration = int(state["iteration"])
 
@@ -547,8 +555,9 @@ class Trainer:
             "world_size": self.dist.world_size,
             "run_dir": str(self.run_dir),
         }
-        if self.iteration >= cfg.iters and self.is_main:
+        if self.iteration >= cfg.iters:
             self.save(ckpt.FINAL)
+        if self.iteration >= cfg.iters and self.is_main:
             atomic_write_json(
                 self.run_dir / "run_info.json",
                 {

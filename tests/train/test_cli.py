@@ -10,6 +10,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 from bopkd.cli import main
 from bopkd.train import checkpoint as ckpt
@@ -181,13 +182,15 @@ def test_two_processes_on_the_cpu_with_gloo(synth_root, tmp_path):
     assert [r["iter"] for r in read_metrics(run)] == [1, 2, 3]  # one writer
     state = ckpt.load_checkpoint(run)
     assert state["iteration"] == 3 and state["info"]["world_size"] == 2
+    # Every rank's RNG streams are kept (each rank is seeded with seed + rank), for an exact resume.
+    ranks = state["rng_ranks"]
+    assert len(ranks) == 2 and not torch.equal(ranks[0]["torch"], ranks[1]["torch"])
 
 
 @pytest.mark.slow
 def test_a_killed_run_resumes_to_the_same_weights(synth_root, tmp_path):
     """Kill ``bopkd train`` (SIGKILL) after its first checkpoint; ``--resume`` ends with the weights of an
     uninterrupted run. (test_trainer covers the same code in-process, faster.)"""
-    import torch
 
     def cmd(out):
         return [
