@@ -54,7 +54,8 @@ class OptimConfig:
         betas: AdamW betas.
         momentum: SGD momentum.
         schedule: ``onecycle`` (``torch.optim.lr_scheduler.OneCycleLR``), ``cosine`` or ``constant``.
-        pct_start: one-cycle warm-up fraction of the run (0.05 = 5 %).
+        pct_start: one-cycle warm-up fraction of the run (0.05 = 5 %; at least 1.5 steps in short runs; runs of
+            1-2 steps keep the peak lr).
         div_factor, final_div_factor: one-cycle start lr = lr / div_factor, end lr = start / final_div_factor.
         grad_clip: clip the global gradient norm to this (0 = off).
     """

@@ -132,6 +132,11 @@ def amp_dtype(cfg: RunConfig, device: torch.device) -> torch.dtype | None:
     return torch.float16 if cfg.amp == "fp16" else torch.bfloat16
 
 
+def one_cycle_pct_start(pct_start: float, iters: int) -> float:
+    """The one-cycle warm-up fraction actually used: ``pct_start``, but at least 1.5 steps of ``iters``."""
+    return max(float(pct_start), 1.5 / iters)
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -299,17 +304,20 @@ class Trainer:
 
     def _make_scheduler(self) -> torch.optim.lr_scheduler.LRScheduler:
         o, n = self.cfg.optim, self.cfg.iters
-        if o.schedule == "onecycle":
+        if o.schedule == "onecycle" and n >= 3:
+            # OneCycleLR's warm-up ends at step pct_start * n - 1; it must lie inside the run and not at 0
+            # (torch divides by it), so short runs warm up for at least 1.5 steps.
             return torch.optim.lr_scheduler.OneCycleLR(
                 self.optimizer,
                 max_lr=o.lr,
                 total_steps=n,
-                pct_start=o.pct_start,
+                pct_start=one_cycle_pct_start(o.pct_start, n),
                 div_factor=o.div_factor,
                 final_div_factor=o.final_div_factor,
             )
         if o.schedule == "cosine":
             return torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=n)
+        # "constant", and one-cycle runs of 1 or 2 steps (too short for a cycle): the peak lr throughout.
         return torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda _: 1.0)
 
     def _make_dataset(self) -> BopTorchDataset:

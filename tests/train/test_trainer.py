@@ -141,3 +141,18 @@ def test_teacher_is_frozen_and_every_term_is_optimised_and_logged(make_cfg, tmp_
     )
     with pytest.raises(BopkdError, match="'loss_cls' is produced twice"):
         dup.fit()
+
+
+@pytest.mark.parametrize("iters", [1, 2, 3, 20, 21, 100])
+def test_one_cycle_schedule_works_for_any_run_length(make_cfg, tmp_path, iters):
+    """OneCycleLR divides by its warm-up length: 20 iterations x 5 % used to divide by zero."""
+    t = Trainer(prepare_config(make_cfg(tmp_path / "s", iters=iters)))
+    lrs = []
+    for _ in range(iters):
+        lrs.append(t.optimizer.param_groups[0]["lr"])
+        t.optimizer.step()
+        t.scheduler.step()
+    assert all(0 < lr <= 1e-3 + 1e-12 for lr in lrs)
+    if iters >= 20:
+        peak = lrs.index(max(lrs))
+        assert 1 <= peak <= max(1, round(0.05 * iters)) and lrs[-1] < 1e-5
