@@ -216,6 +216,18 @@ class RunConfig:
 
 # --- presets ---------------------------------------------------------------------------------------------
 
+#: The paper's optimiser (Guo et al., CVPR 2023 code): AdamW 1e-3, weight decay 1e-4, one-cycle, 5 % warm-up.
+_PAPER_OPTIM = {
+    "name": "adamw",
+    "lr": 1e-3,
+    "weight_decay": 1e-4,
+    "schedule": "onecycle",
+    "pct_start": 0.05,
+    "grad_clip": 1.0,
+}
+#: The paper's settings use no colour jitter.
+_NO_COLOUR_JITTER = {"brightness": 0.0, "contrast": 0.0, "saturation": 0.0, "hue": 0.0}
+
 PRESETS: dict[str, dict] = {
     "paper": {
         "model": {"backbone": "darknet53"},
@@ -224,19 +236,9 @@ PRESETS: dict[str, dict] = {
             "shift": 0.05,
             "scale": 0.05,
             "rotation": 10.0,
-            "brightness": 0.0,
-            "contrast": 0.0,
-            "saturation": 0.0,
-            "hue": 0.0,
+            **_NO_COLOUR_JITTER,
         },
-        "optim": {
-            "name": "adamw",
-            "lr": 1e-3,
-            "weight_decay": 1e-4,
-            "schedule": "onecycle",
-            "pct_start": 0.05,
-            "grad_clip": 1.0,
-        },
+        "optim": dict(_PAPER_OPTIM),
         "iters": 10000,
         "batch_size": 16,
         "ckpt_every": 1000,
@@ -256,19 +258,9 @@ PRESETS: dict[str, dict] = {
             "shift": 0.0,
             "scale": 0.0,
             "rotation": 10.0,
-            "brightness": 0.0,
-            "contrast": 0.0,
-            "saturation": 0.0,
-            "hue": 0.0,
+            **_NO_COLOUR_JITTER,
         },
-        "optim": {
-            "name": "adamw",
-            "lr": 1e-3,
-            "weight_decay": 1e-4,
-            "schedule": "onecycle",
-            "pct_start": 0.05,
-            "grad_clip": 1.0,
-        },
+        "optim": dict(_PAPER_OPTIM),
         "iters": 10000,
         "batch_size": 16,
     },
