@@ -338,6 +338,20 @@ class ModelNN:
         return self._tree
 
 
+@nb.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _scan_nearest(spts, m0, m1, q0, q1, q2, best, arg):  # pragma: no cover - compiled
+    """Closest of the vertices ``spts[m0:m1]`` to ``(q0, q1, q2)`` if closer than ``best`` (squared mm)."""
+    for m in range(m0, m1):
+        e0 = spts[m, 0] - q0
+        e1 = spts[m, 1] - q1
+        e2 = spts[m, 2] - q2
+        dd = e0 * e0 + e1 * e1 + e2 * e2
+        if dd < best:
+            best = dd
+            arg = m
+    return best, arg
+
+
 @nb.njit(cache=True, nogil=True, error_model="numpy")
 def _grid_adi(spts, start, lo, h, dims, A, b, rcap):  # pragma: no cover - compiled
     """Mean over vertices x of the nearest distance from ``q = A x + b`` to the vertices; -1 if abandoned.
@@ -378,14 +392,7 @@ def _grid_adi(spts, start, lo, h, dims, A, b, rcap):  # pragma: no cover - compi
             n_full += 1
             if n_full > 32:
                 return -1.0
-            for m in range(spts.shape[0]):
-                e0 = spts[m, 0] - q0
-                e1 = spts[m, 1] - q1
-                e2 = spts[m, 2] - q2
-                dd = e0 * e0 + e1 * e1 + e2 * e2
-                if dd < best:
-                    best = dd
-                    arg = m
+            best, arg = _scan_nearest(spts, 0, spts.shape[0], q0, q1, q2, best, arg)
             last = arg
             acc += np.sqrt(best)
             continue
@@ -398,14 +405,7 @@ def _grid_adi(spts, start, lo, h, dims, A, b, rcap):  # pragma: no cover - compi
         for i in range(i0, i1 + 1):
             for j in range(j0, j1 + 1):
                 base = (i * d1 + j) * d2
-                for m in range(start[base + k0], start[base + k1 + 1]):
-                    e0 = spts[m, 0] - q0
-                    e1 = spts[m, 1] - q1
-                    e2 = spts[m, 2] - q2
-                    dd = e0 * e0 + e1 * e1 + e2 * e2
-                    if dd < best:
-                        best = dd
-                        arg = m
+                best, arg = _scan_nearest(spts, start[base + k0], start[base + k1 + 1], q0, q1, q2, best, arg)
         last = arg
         acc += np.sqrt(best)
     return acc / spts.shape[0]
