@@ -298,7 +298,7 @@ class SubmissionScorer:
 
     def _model(self, obj_id: int) -> tuple[np.ndarray, np.ndarray]:
         """``(pts, faces)`` of the evaluation model (``models_eval``), read once."""
-        from bopkd.eval.mesh_io import read_mesh
+        from bopkd.data.ply_numpy import read_mesh
 
         o = int(obj_id)
         if o not in self._meshes:

@@ -96,7 +96,7 @@ def test_nothing_behind_the_camera_or_outside_the_image():
 
 def test_agrees_with_ray_casting_up_to_edge_pixels(lmo_sample_root):
     """Independent reference: the open3d ray caster through pixel centres (bopkd.geometry.render)."""
-    from bopkd.eval.mesh_io import read_mesh
+    from bopkd.data.ply_numpy import read_mesh
 
     pts, faces = read_mesh(lmo_sample_root / "lmo" / "models_eval" / "obj_000005.ply")
     ours = ToolkitDepthRenderer(640, 480)

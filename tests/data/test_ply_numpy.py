@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from bopkd.data.ply import load_ply, save_ply
+from bopkd.data.ply_numpy import read_mesh
 from bopkd.data.records import ObjectModel
 from bopkd.errors import MissingFileError
-from bopkd.eval.mesh_io import read_mesh
 
 
 def _same_as_open3d(path):
