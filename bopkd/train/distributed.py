@@ -4,7 +4,8 @@
 with N processes (:func:`relaunch_with_torchrun`; an argument list, no shell). Each process reads its
 rank from the environment torchrun sets (``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``), joins the process
 group (NCCL on CUDA, gloo on the CPU), trains on its shard of every batch and averages gradients
-(``DistributedDataParallel``). Logging and checkpoints happen on rank 0 only.
+(``DistributedDataParallel``; the trainable modules of losses, such as FKD's adapters, are broadcast at the
+start and their gradients averaged by hand). Logging and checkpoints happen on rank 0 only.
 
 The same works directly: ``torchrun --nproc_per_node N -m bopkd train teacher ...``.
 """
@@ -76,6 +77,38 @@ def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
         t /= dist.get_world_size()
     return t
+
+
+def broadcast_module(module: torch.nn.Module, src: int = 0) -> None:
+    """Copy rank ``src``'s parameters and buffers of ``module`` to every process (no-op when not distributed).
+
+    ``DistributedDataParallel`` does this for the network it wraps; the trainable modules of a loss (FKD's
+    1x1 adapters) are called inside the loss, not through DDP's forward, so they are synchronised by hand.
+    """
+    if dist.is_available() and dist.is_initialized():
+        with torch.no_grad():
+            for t in [*module.parameters(), *module.buffers()]:
+                dist.broadcast(t.data, src=src)
+
+
+def all_reduce_gradients(params: list[torch.nn.Parameter]) -> None:
+    """Average the gradients of ``params`` over processes, in place, in one flat all-reduce.
+
+    For parameters outside the DDP-wrapped network (see :func:`broadcast_module`): with equal initial
+    values and averaged gradients, every process takes the same optimiser step, as DDP's own parameters do.
+    A parameter without a gradient on this process contributes zeros (it may have one on another).
+    """
+    if not (dist.is_available() and dist.is_initialized()) or not params:
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat /= dist.get_world_size()
+    offset = 0
+    for p, g in zip(params, grads, strict=True):
+        n = g.numel()
+        p.grad = flat[offset : offset + n].view_as(p).to(p.dtype)
+        offset += n
 
 
 def gather_objects(obj) -> list:

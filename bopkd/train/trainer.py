@@ -266,8 +266,14 @@ class Trainer:
             )
 
         params = [p for p in self.model.parameters() if p.requires_grad]
+        # The loss modules' own parameters (FKD adapters) are not inside DDP: start every rank from rank 0's
+        # values and average their gradients after each backward (fit), so that no rank drifts.
+        self.extra_params: list[nn.Parameter] = []
         for m in self.extra_modules.values():
-            params += [p for p in m.parameters() if p.requires_grad]
+            if self.dist.enabled:
+                dist_utils.broadcast_module(m)
+            self.extra_params += [p for p in m.parameters() if p.requires_grad]
+        params += self.extra_params
         self.params = params
         self.optimizer = self._make_optimizer(params)
         self.scheduler = self._make_scheduler()
@@ -499,6 +505,8 @@ class Trainer:
                 if bad:
                     self._stop_non_finite(it, terms, "loss")
                 self.scaler.scale(total).backward()
+                if self.dist.enabled:
+                    dist_utils.all_reduce_gradients(self.extra_params)
                 grad_norm = None
                 if cfg.optim.grad_clip > 0:
                     self.scaler.unscale_(self.optimizer)
