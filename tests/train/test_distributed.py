@@ -74,7 +74,14 @@ def _options(root, out, role, fpn, **extra):
 def test_fkd_adapters_stay_equal_across_two_processes(synth_root, tmp_path):
     teacher_dir = tmp_path / "teacher"
     train(build_config(options=_options(synth_root, teacher_dir, "teacher", 24, iters=1)))
-    student = _options(synth_root, tmp_path / "student", "student", 16, iters=3, kd={"method": "fkd", "teacher": str(teacher_dir)})
+    student = _options(
+        synth_root,
+        tmp_path / "student",
+        "student",
+        16,
+        iters=3,
+        kd={"method": "fkd", "teacher": str(teacher_dir)},
+    )
     script = tmp_path / "worker.py"
     script.write_text(WORKER)
     out_json = tmp_path / "diffs.json"
