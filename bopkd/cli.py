@@ -620,8 +620,9 @@ def run_pipeline_cmd(
         str | None,
         typer.Option(
             "--preset",
-            help="demo (minutes on a CPU), quick (a real dataset at reduced scale) or paper "
-            "(Guo et al.'s settings, for GPUs). Default: demo for the dataset demo, else quick.",
+            help="demo (minutes on a CPU), experiment (the README's first KD comparison: 3 seeds, about an "
+            "hour on a CPU), quick (a real dataset at reduced scale) or paper (Guo et al.'s settings, for GPUs). "
+            "Default: demo for the dataset demo, else quick.",
         ),
     ] = None,
     methods: Annotated[

@@ -85,7 +85,7 @@ class PipelineOptions:
 
     Attributes:
         dataset: registered BOP dataset (downloaded) or a synthetic dataset name (built); ``demo`` by default.
-        preset: ``demo``, ``quick`` or ``paper`` (None: ``demo`` for the dataset ``demo``, else ``quick``).
+        preset: ``demo``, ``experiment``, ``quick`` or ``paper`` (None: ``demo`` for the dataset ``demo``, else ``quick``).
         methods: distillation methods (default: none, pred, fkd, ot, fkd+ot).
         students: student backbones (default: the preset's).
         seeds: student seeds (default: the preset's); the teacher uses the first.

@@ -379,6 +379,38 @@ def test_plan_orders_stages_and_scopes_overrides(tmp_path):
         forced_names(plan, ["nope"])
 
 
+@pytest.mark.parametrize("preset", ["demo", "experiment", "quick", "paper"])
+def test_every_preset_plans_a_synthetic_run(preset):
+    """Every preset's settings validate (synth, training, KD options) into a plan of 5 methods x its seeds."""
+    from bopkd.pipeline_presets import get_preset
+
+    plan = build_plan(PipelineOptions(dataset="mysynth", preset=preset, device="cpu", progress=False))
+    p = get_preset(preset)
+    students = [s for s in plan.stages if s.name.startswith("student-")]
+    assert len(students) == 5 * len(p.seeds) * len(p.students)
+    assert plan.stage("data").config["synth"]["name"] == "mysynth"
+
+
+def test_experiment_preset_is_the_first_experiments_setting():
+    """The README's first experiment: 3 seeds, GT-box crops, LINEMOD-like views, the teacher wider than the students."""
+    plan = build_plan(
+        PipelineOptions(
+            dataset="lmosynth",
+            preset="experiment",
+            device="cpu",
+            progress=False,
+            sets=["synth.models=procedural"],
+        )
+    )
+    seeds = {s.config["seed"] for s in plan.stages if s.name.startswith("student-")}
+    assert seeds == {0, 1, 2}
+    synth = plan.stage("data").config["synth"]
+    assert synth["viewpoints"] == "linemod" and len(synth["objects"]) == 3
+    teacher, ot = plan.stage("teacher").config, plan.stage("student-tiny-cpu-ot-s1").config
+    assert teacher["data"]["mode"] == ot["data"]["mode"] == "crop"
+    assert ot["kd"]["weight"] == 5.0 and ot["kd"]["options"]["detach_scores"] is True
+
+
 @pytest.mark.parametrize(
     "bad, match",
     [
