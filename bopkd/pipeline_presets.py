@@ -35,6 +35,7 @@ students, whole 640x480 images, batch 16, AdamW 1e-3 one-cycle, 10000 iterations
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass, field
 
 from bopkd.errors import BopkdError
@@ -71,77 +72,64 @@ class PipelinePreset:
 #: cost as much as the backbone, so a 64-channel, 2-conv head keeps the wider teacher affordable.
 _TINY_HEAD = {"fpn_channels": 64, "head_convs": 2}
 
-PRESETS: dict[str, PipelinePreset] = {
-    "demo": PipelinePreset(
-        name="demo",
-        description="synthetic procedural objects, 96 px GT-box crops, tiny networks; minutes on a CPU",
-        train_preset="demo",
-        teacher_backbone="darknet-tiny-h",
-        students=("tiny-cpu",),
-        seeds=(0,),
-        synth={
-            "models": "procedural",
-            "objects": [1, 2, 3],
-            "train": 300,
-            "test": 24,
-            "viewpoints": "linemod",
-            "objects_per_image": [2, 3],
-            "camera": "lm",
-            "seed": 0,
-        },
-        train={
-            "data": {"mode": "crop", "crop_size": 96, "num_workers": 1},
-            "augment": {"rotation": 10.0},
-            "batch_size": 8,
-            "ckpt_every": 50,
-            "log_every": 10,
-        },
-        teacher={"model": dict(_TINY_HEAD), "iters": 1200},
-        student={"iters": 150},
-        # 150 student iterations: the gradient of OT's unbalanced mass term through the student's scores
-        # (teacher scores ~1, an untrained student's ~0.01) outweighs the task loss; measured on this demo:
-        # AR 2.3 (OT, weight 5) vs 17.2 (direct). With the scores detached (the paper's --wot_detach
-        # ablation) OT keeps weight 5 and helps: AR 20.0.
-        kd_options={"ot": {"detach_scores": True}, "fkd+ot": {"ot": {"detach_scores": True}}},
-        predict=(),
-        metrics=("bop19", "ad"),
-    ),
-    "experiment": PipelinePreset(
+_DEMO = PipelinePreset(
+    name="demo",
+    description="synthetic procedural objects, 96 px GT-box crops, tiny networks; minutes on a CPU",
+    train_preset="demo",
+    teacher_backbone="darknet-tiny-h",
+    students=("tiny-cpu",),
+    seeds=(0,),
+    synth={
+        "models": "procedural",
+        "objects": [1, 2, 3],
+        "train": 300,
+        "test": 24,
+        "viewpoints": "linemod",
+        "objects_per_image": [2, 3],
+        "camera": "lm",
+        "seed": 0,
+    },
+    train={
+        "data": {"mode": "crop", "crop_size": 96, "num_workers": 1},
+        "augment": {"rotation": 10.0},
+        "batch_size": 8,
+        "ckpt_every": 50,
+        "log_every": 10,
+    },
+    teacher={"model": dict(_TINY_HEAD), "iters": 1200},
+    student={"iters": 150},
+    # 150 student iterations: the gradient of OT's unbalanced mass term through the student's scores
+    # (teacher scores ~1, an untrained student's ~0.01) outweighs the task loss; measured on this demo:
+    # AR 2.3 (OT, weight 5) vs 17.2 (direct). With the scores detached (the paper's --wot_detach
+    # ablation) OT keeps weight 5 and helps: AR 20.0.
+    kd_options={"ot": {"detach_scores": True}, "fkd+ot": {"ot": {"detach_scores": True}}},
+    predict=(),
+    metrics=("bop19", "ad"),
+)
+
+
+def _experiment_from_demo() -> PipelinePreset:
+    """``experiment``: the demo's networks, protocol and KD options, larger data, longer runs, 3 seeds."""
+    return dataclasses.replace(
+        _DEMO,
         name="experiment",
         description="the first KD comparison: a synthetic dataset from given models (e.g. LM-O's), 3 seeds, "
         "96 px GT-box crops, tiny networks; about an hour on a 2-core CPU",
-        train_preset="demo",
-        teacher_backbone="darknet-tiny-h",
-        students=("tiny-cpu",),
         seeds=(0, 1, 2),
-        synth={
-            # Set --set synth.models=PATH to a BOP models/ folder (the README uses LM-O's); the default
-            # keeps the preset runnable without one.
-            "models": "procedural",
-            # LM-O's ape, driller and duck when synth.models is LM-O's (their colours and parts show their
-            # orientation; LM-O's white can and eggbox learned much slower in 1500-iteration trials).
-            "objects": [1, 8, 9],
-            "train": 1000,
-            "test": 60,
-            "viewpoints": "linemod",
-            "objects_per_image": [2, 3],
-            "camera": "lm",
-            "seed": 0,
-        },
-        train={
-            "data": {"mode": "crop", "crop_size": 96, "num_workers": 1},
-            "augment": {"rotation": 10.0},
-            "batch_size": 8,
-            "ckpt_every": 200,
-            "log_every": 50,
-        },
-        teacher={"model": dict(_TINY_HEAD), "iters": 4000},
+        # Set --set synth.models=PATH to a BOP models/ folder (the README uses LM-O's); the default keeps the
+        # preset runnable without one. Objects 1, 8, 9 are LM-O's ape, driller and duck (their colours and
+        # parts show their orientation; LM-O's white can and eggbox learned much slower in 1500-iteration
+        # trials).
+        synth={**_DEMO.synth, "objects": [1, 8, 9], "train": 1000, "test": 60},
+        train={**_DEMO.train, "ckpt_every": 200, "log_every": 50},
+        teacher={**_DEMO.teacher, "iters": 4000},
         student={"iters": 600},
-        # As in demo: on short student schedules OT's unbalanced mass term through the student's scores
-        # outweighs the task loss, so the scores are detached (the paper's --wot_detach ablation).
-        kd_options={"ot": {"detach_scores": True}, "fkd+ot": {"ot": {"detach_scores": True}}},
-        metrics=("bop19", "ad"),
-    ),
+    )
+
+
+PRESETS: dict[str, PipelinePreset] = {
+    "demo": _DEMO,
+    "experiment": _experiment_from_demo(),
     "quick": PipelinePreset(
         name="quick",
         description="a real BOP dataset at reduced scale: 4000 PBR images, short schedules, tiny networks",

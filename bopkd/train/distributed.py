@@ -129,8 +129,10 @@ def any_flag(flag: bool, device: torch.device) -> bool:
     return flag
 
 
-def torchrun_command(nproc: int, module_args: list[str], master_port: int | None = None) -> list[str]:
-    """The argument list that runs ``python -m bopkd <module_args>`` under torchrun with ``nproc`` processes."""
+def torchrun_prefix(nproc: int, master_port: int | None = None) -> list[str]:
+    """The argument list that starts torchrun (``python -m torch.distributed.run``) with ``nproc`` local
+    processes; append the program (a script path, or ``-m module``) and its arguments. Without
+    ``master_port`` the c10d rendezvous picks a free port."""
     cmd = [
         sys.executable,
         "-m",
@@ -144,7 +146,12 @@ def torchrun_command(nproc: int, module_args: list[str], master_port: int | None
         cmd += ["--master_port", str(int(master_port))]
     else:
         cmd += ["--rdzv_backend", "c10d", "--rdzv_endpoint", "localhost:0"]
-    return [*cmd, "-m", "bopkd", *module_args]
+    return cmd
+
+
+def torchrun_command(nproc: int, module_args: list[str], master_port: int | None = None) -> list[str]:
+    """The argument list that runs ``python -m bopkd <module_args>`` under torchrun with ``nproc`` processes."""
+    return [*torchrun_prefix(nproc, master_port), "-m", "bopkd", *module_args]
 
 
 def relaunch_with_torchrun(nproc: int, argv: list[str]) -> int:

@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import textwrap
 
 from bopkd.train.config import build_config
+from bopkd.train.distributed import torchrun_prefix
 from bopkd.train.trainer import train
 
 from .conftest import SYNTH_NAME
@@ -86,22 +86,7 @@ def test_fkd_adapters_stay_equal_across_two_processes(synth_root, tmp_path):
     script.write_text(WORKER)
     out_json = tmp_path / "diffs.json"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nnodes",
-        "1",
-        "--nproc_per_node",
-        "2",
-        "--rdzv_backend",
-        "c10d",
-        "--rdzv_endpoint",
-        "localhost:0",  # a free port, as bopkd.train.distributed.torchrun_command does
-        str(script),
-        json.dumps(student),
-        str(out_json),
-    ]
+    cmd = [*torchrun_prefix(2), str(script), json.dumps(student), str(out_json)]
     p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     diffs = json.loads(out_json.read_text())
