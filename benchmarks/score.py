@@ -71,10 +71,31 @@ def make_estimates(ds, rng: np.random.Generator):
     return ests
 
 
-def _lmo_layout(args, SynthConfig, build_synthetic_dataset) -> tuple[str, str]:
+def _synth_config(args, name: str, root: str | Path, **extra):
+    """The benchmark's test split: ``args.images`` LM-O-camera images of 4-6 objects from ``args.models``."""
+    from bopkd.data.synth import SynthConfig
+
+    return SynthConfig(
+        name=name,
+        root=str(root),
+        models=args.models,
+        train=0,
+        test=args.images,
+        width=640,
+        height=480,
+        camera="lmo",
+        objects_per_image=(4, 6),
+        seed=7,
+        **extra,
+    )
+
+
+def _lmo_layout(args) -> tuple[str, str]:
     """Build the dataset with LM-O's models, then copy it as ``ROOT/toolkit_bench/lmo`` with test scene 2."""
     import json
     import shutil
+
+    from bopkd.data.synth import build_synthetic_dataset
 
     root = Path(args.root) / "toolkit_bench"
     final = root / "lmo"
@@ -82,19 +103,7 @@ def _lmo_layout(args, SynthConfig, build_synthetic_dataset) -> tuple[str, str]:
         return str(root), "lmo"
     stage_root = Path(args.root) / "toolkit_bench_stage"
     src = build_synthetic_dataset(
-        SynthConfig(
-            name="lmo",
-            root=str(stage_root),
-            models=args.models,
-            train=0,
-            test=args.images,
-            width=640,
-            height=480,
-            camera="lmo",
-            objects_per_image=(4, 6),
-            images_per_scene=max(args.images, 1),
-            seed=7,
-        ),
+        _synth_config(args, "lmo", stage_root, images_per_scene=max(args.images, 1)),
         log=lambda m: print(m, flush=True),
     )
     shutil.rmtree(final, ignore_errors=True)
@@ -122,28 +131,16 @@ def main() -> None:
     args = ap.parse_args()
 
     from bopkd.data.dataset import BopDataset
-    from bopkd.data.synth import SynthConfig, build_synthetic_dataset
+    from bopkd.data.synth import build_synthetic_dataset
     from bopkd.eval.submission import write_submission
 
     t0 = time.perf_counter()
     if args.toolkit:
         if args.models == "procedural":
             args.models = str(REPO.parent / "shared" / "fixtures" / "lmo_sample" / "lmo" / "models")
-        args.root, args.name = _lmo_layout(args, SynthConfig, build_synthetic_dataset)
-    cfg = SynthConfig(
-        name=args.name,
-        root=args.root,
-        models=args.models,
-        train=0,
-        test=args.images,
-        width=640,
-        height=480,
-        camera="lmo",
-        objects_per_image=(4, 6),
-        seed=7,
-    )
-    if not args.toolkit:
-        build_synthetic_dataset(cfg, log=lambda m: print(m, flush=True))
+        args.root, args.name = _lmo_layout(args)
+    else:
+        build_synthetic_dataset(_synth_config(args, args.name, args.root), log=lambda m: print(m, flush=True))
     print(f"dataset ready in {time.perf_counter() - t0:.1f} s: {Path(args.root) / args.name}")
     ds = BopDataset(args.name, args.root)
     ests = make_estimates(ds, np.random.default_rng(0))

@@ -29,6 +29,7 @@ from bopkd.pipeline import (
     parse_sets,
     run_pipeline,
 )
+from tests.zip_helpers import HF, make_lmo_archives, make_zip_from_dir
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -458,8 +459,6 @@ def test_tee_keeps_the_last_state_of_progress_lines(tmp_path):
 
 # --- lmo --preset quick against a local mirror -----------------------------------------------------------
 
-HF = "resolve/main"
-
 
 @pytest.fixture(scope="module")
 def lmo_mirror(lmo_sample_root, tmp_path_factory):
@@ -467,18 +466,9 @@ def lmo_mirror(lmo_sample_root, tmp_path_factory):
     real LM-O sample, and an lm_train_pbr.zip of ``train_pbr/`` images rendered by the synth builder from
     the sample's models (the sample has no training images)."""
     from bopkd.data.synth import SynthConfig, build_synthetic_dataset
-    from tests.zip_helpers import make_zip_from_dir
 
-    srv = tmp_path_factory.mktemp("mirror")
+    srv = make_lmo_archives(lmo_sample_root, tmp_path_factory.mktemp("mirror"))
     lmo = lmo_sample_root / "lmo"
-    d = srv / "lmo" / HF
-    make_zip_from_dir(
-        d / "lmo_base.zip",
-        lmo_sample_root,
-        ["lmo/camera.json", "lmo/test_targets_bop19.json", "lmo/dataset_info.md"],
-    )
-    make_zip_from_dir(d / "lmo_models.zip", lmo, ["models", "models_eval"])
-    make_zip_from_dir(d / "lmo_test_bop19.zip", lmo, ["test/000002"])
     work = tmp_path_factory.mktemp("lmpbr")
     cfg = SynthConfig(
         name="lmpbr",

@@ -35,6 +35,25 @@ def make_zip_from_dir(path: Path, root: Path, members: list[str]) -> Path:
     return path
 
 
+#: Where the BOP Hugging Face repositories serve their files, below ``<dataset>/`` (see bopkd.data.registry).
+HF = "resolve/main"
+
+
+def make_lmo_archives(lmo_sample_root: Path, srv: Path) -> Path:
+    """The three default LM-O archives (base, models, test_bop19) built from the real LM-O sample, laid out
+    under ``srv`` as on the BOP Hugging Face repositories; returns ``srv``."""
+    lmo = lmo_sample_root / "lmo"
+    d = srv / "lmo" / HF
+    make_zip_from_dir(
+        d / "lmo_base.zip",
+        lmo_sample_root,
+        ["lmo/camera.json", "lmo/test_targets_bop19.json", "lmo/dataset_info.md"],
+    )
+    make_zip_from_dir(d / "lmo_models.zip", lmo, ["models", "models_eval"])
+    make_zip_from_dir(d / "lmo_test_bop19.zip", lmo, ["test/000002"])
+    return srv
+
+
 def make_symlink_zip(path: Path, name: str, target: str, extra: dict[str, bytes] | None = None) -> Path:
     """A zip holding ``extra`` files and a symlink entry ``name`` -> ``target`` (Unix mode in the
     external attributes, link target as the data, as Info-ZIP stores it)."""

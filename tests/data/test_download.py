@@ -25,9 +25,13 @@ from bopkd.data.download import archive_url, download_dataset, download_file, do
 from bopkd.data.registry import DEFAULT_BASE_URL, REGISTRY, ArchiveSpec, DatasetSpec
 from bopkd.errors import BopkdError
 from tests.http_server import TestHTTPServer
-from tests.zip_helpers import make_symlink_zip, make_zip, make_zip_from_dir, write_split_zip
-
-HF = "resolve/main"
+from tests.zip_helpers import (
+    HF,
+    make_lmo_archives,
+    make_symlink_zip,
+    make_zip,
+    write_split_zip,
+)
 
 
 def _sha(p: Path) -> str:
@@ -107,17 +111,7 @@ def _nothing_complete(root: Path, dataset: str, part: str) -> None:
 @pytest.fixture(scope="module")
 def lmo_zips(lmo_sample_root, tmp_path_factory):
     """The three default LM-O archives, built once from the fixture like the BOP ones, laid out as on HF."""
-    srv = tmp_path_factory.mktemp("lmo_srv")
-    lmo = lmo_sample_root / "lmo"
-    d = srv / "lmo" / HF
-    make_zip_from_dir(
-        d / "lmo_base.zip",
-        lmo_sample_root,
-        ["lmo/camera.json", "lmo/test_targets_bop19.json", "lmo/dataset_info.md"],
-    )
-    make_zip_from_dir(d / "lmo_models.zip", lmo, ["models", "models_eval"])
-    make_zip_from_dir(d / "lmo_test_bop19.zip", lmo, ["test/000002"])
-    return srv
+    return make_lmo_archives(lmo_sample_root, tmp_path_factory.mktemp("lmo_srv"))
 
 
 @pytest.fixture
