@@ -141,16 +141,9 @@ def test_gpus_option_relaunches_under_torchrun():
     assert cmd[-4:] == ["-m", "bopkd", "train", "teacher"]
 
 
-def _env() -> dict:
-    env = dict(os.environ)
-    env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    return env
-
-
-def test_two_processes_on_the_cpu_with_gloo(synth_root, tmp_path):
-    """``--gpus 2`` re-launches itself under torchrun: 2 CPU processes (gloo), rank 0 logs and saves."""
-    run = tmp_path / "ddp"
-    cmd = [
+def _train_teacher_cmd(root, out, iters: int) -> list[str]:
+    """``python -m bopkd train teacher`` of the tiny network on the synthetic ``learn`` dataset, batch 2, CPU."""
+    return [
         sys.executable,
         "-m",
         "bopkd",
@@ -161,19 +154,29 @@ def test_two_processes_on_the_cpu_with_gloo(synth_root, tmp_path):
         "--dataset",
         "learn",
         "--root",
-        str(synth_root),
+        str(root),
         "--out",
-        str(run),
+        str(out),
         "--iters",
-        "3",
+        str(iters),
         "--batch-size",
         "2",
         "--device",
         "cpu",
-        "--gpus",
-        "2",
         *TINY,
     ]
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env.update(OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    return env
+
+
+def test_two_processes_on_the_cpu_with_gloo(synth_root, tmp_path):
+    """``--gpus 2`` re-launches itself under torchrun: 2 CPU processes (gloo), rank 0 logs and saves."""
+    run = tmp_path / "ddp"
+    cmd = [*_train_teacher_cmd(synth_root, run, 3), "--gpus", "2"]
     p = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     assert p.stdout.count("trained 3 iterations") == 1  # printed by rank 0 only
@@ -194,26 +197,7 @@ def test_a_killed_run_resumes_to_the_same_weights(synth_root, tmp_path):
 
     def cmd(out):
         return [
-            sys.executable,
-            "-m",
-            "bopkd",
-            "train",
-            "teacher",
-            "--preset",
-            "cpu-quick",
-            "--dataset",
-            "learn",
-            "--root",
-            str(synth_root),
-            "--out",
-            str(out),
-            "--iters",
-            "40",
-            "--batch-size",
-            "2",
-            "--device",
-            "cpu",
-            *TINY,
+            *_train_teacher_cmd(synth_root, out, 40),
             "--set",
             "ckpt_every=5",
             "--set",

@@ -17,6 +17,12 @@ from bopkd.train.trainer import Trainer, prepare_config
 FAST = ["cpu_threads=1"]
 
 
+def _predict(run, root, out, **kw):
+    """``predict`` on the synthetic ``learn`` dataset, on the CPU, in this process, one torch thread."""
+    opts = {"dataset": "learn", "device": "cpu", "num_workers": 0, "progress": False, "sets": FAST, **kw}
+    return predict(run, root=root, out=out, **opts)
+
+
 def _times_by_image(ests) -> dict:
     t = defaultdict(set)
     for e in ests:
@@ -25,17 +31,7 @@ def _times_by_image(ests) -> dict:
 
 
 def test_gt_boxes_are_marked_as_oracle_everywhere(learned_run, synth_root, tmp_path):
-    res = predict(
-        learned_run["run_dir"],
-        dataset="learn",
-        root=synth_root,
-        out=tmp_path,
-        device="cpu",
-        num_workers=0,
-        progress=False,
-        sets=FAST,
-        method="mine",
-    )
+    res = _predict(learned_run["run_dir"], synth_root, tmp_path, method="mine")
     assert res.protocol == "oracle-gt-boxes"
     assert res.csv.name == "mine-oracle-gt-boxes_learn-test.csv"
     name = parse_result_name(res.csv)
@@ -56,16 +52,7 @@ def test_gt_boxes_are_marked_as_oracle_everywhere(learned_run, synth_root, tmp_p
         1000 * sum(next(iter(v)) for v in times.values()) / len(times), rel=1e-6
     )
     # The default method name says what was run.
-    res2 = predict(
-        learned_run["run_dir"],
-        dataset="learn",
-        root=synth_root,
-        out=tmp_path,
-        device="cpu",
-        num_workers=0,
-        progress=False,
-        sets=FAST,
-    )
+    res2 = _predict(learned_run["run_dir"], synth_root, tmp_path)
     assert res2.csv.name == "bopkd-teacher-tiny-cpu-oracle-gt-boxes_learn-test.csv"
 
 
@@ -89,17 +76,7 @@ def test_detections_give_boxes_scores_and_detector_time(learned_run, synth_root,
                 )
     path = tmp_path / "dets.json"
     path.write_text(json.dumps(dets))
-    res = predict(
-        learned_run["run_dir"],
-        dataset="learn",
-        root=synth_root,
-        out=tmp_path / "out",
-        device="cpu",
-        num_workers=0,
-        progress=False,
-        sets=FAST,
-        detections=path,
-    )
+    res = _predict(learned_run["run_dir"], synth_root, tmp_path / "out", detections=path)
     assert res.protocol == "detections" and "oracle" not in res.csv.name
     side = json.loads(res.sidecar.read_text())
     assert (
@@ -114,49 +91,15 @@ def test_detections_give_boxes_scores_and_detector_time(learned_run, synth_root,
 def test_full_image_model_and_refusals(make_cfg, synth_root, tmp_path):
     cfg = prepare_config(make_cfg(tmp_path / "full", "data.mode=full", "data.input_size=[160,128]", iters=1))
     Trainer(cfg).fit()
-    res = predict(
-        tmp_path / "full",
-        dataset="learn",
-        root=synth_root,
-        out=tmp_path / "out",
-        device="cpu",
-        num_workers=1,
-        progress=False,
-        sets=[*FAST, "predict.score_th=0.0"],
+    res = _predict(
+        tmp_path / "full", synth_root, tmp_path / "out", num_workers=1, sets=[*FAST, "predict.score_th=0.0"]
     )
     assert res.protocol == "full-image" and res.n_images == res.n_inputs == 8
     assert json.loads(res.sidecar.read_text())["input_mode"] == "full"
     with pytest.raises(BopkdError, match="takes whole images.*drop --detections"):
-        predict(
-            tmp_path / "full",
-            dataset="learn",
-            root=synth_root,
-            out=tmp_path / "out",
-            device="cpu",
-            num_workers=0,
-            progress=False,
-            detections=tmp_path / "d.json",
-        )
+        _predict(tmp_path / "full", synth_root, tmp_path / "out", detections=tmp_path / "d.json")
     with pytest.raises(BopkdError, match="found no target object.*predict.score_th"):
-        predict(
-            tmp_path / "full",
-            dataset="learn",
-            root=synth_root,
-            out=tmp_path / "none",
-            device="cpu",
-            num_workers=0,
-            progress=False,
-            sets=[*FAST, "predict.score_th=0.99"],
-        )
+        _predict(tmp_path / "full", synth_root, tmp_path / "none", sets=[*FAST, "predict.score_th=0.99"])
     assert not (tmp_path / "none").exists() or not any((tmp_path / "none").iterdir())
     with pytest.raises(BopkdError, match="not allowed in a BOP result file name"):
-        predict(
-            tmp_path / "full",
-            dataset="learn",
-            root=synth_root,
-            out=tmp_path / "out",
-            device="cpu",
-            num_workers=0,
-            progress=False,
-            method="my_method",
-        )
+        _predict(tmp_path / "full", synth_root, tmp_path / "out", method="my_method")
