@@ -1,20 +1,32 @@
 """The pose network's task loss: focal loss on the scores + WDR object-space keypoint loss.
 
-As in WDR (Hu et al., CVPR 2021, ``PoseLoss.__call__``) and Guo et al. (CVPR 2023, ``configs/ape.yaml``:
-``LOSS_WEIGHT_CLS 0.1``, ``LOSS_WEIGHT_REG 1``):
+Reductions (``LossConfig.reduction``):
 
-* ``loss_cls = weight_cls * sum of the focal loss over non-ignored cells / P``
-* ``loss_kpt = weight_kpt * sum over positive cells of the WDR loss of the cell's class / P``
+* ``"sum"`` (default), the reduction of WDR (Hu et al., CVPR 2021) and of Guo et al.'s code
+  (GUOShuxuan/kd-6d-pose-adlp: ``losses/loss.py``, ``SigmoidFocalLoss.forward`` returns ``loss.sum()``;
+  ``KDObjectSpaceLoss`` returns ``losses.sum()`` over the positive cells; ``train_kd.py`` adds
+  ``0.1 * cls + 1 * reg + kd_weight * kd``, ``configs/ape.yaml``: ``LOSS_WEIGHT_CLS 0.1``,
+  ``LOSS_WEIGHT_REG 1``):
 
-with P the number of positive cells in the batch (at least 1). WDR returns both sums without dividing;
-dividing both by the same P keeps their ratio and makes the magnitude independent of the batch size
-(the normalisation of RetinaNet/FCOS). With no positive at all, ``loss_kpt`` is a zero that still
-depends on the keypoints (so every parameter gets a gradient).
+  - ``loss_cls = weight_cls * sum over non-ignored cells and classes of the focal loss``
+  - ``loss_kpt = weight_kpt * sum over positive cells of the cell's WDR loss`` (each cell the mean over
+    its 8 keypoints x 3 coordinates)
+
+  Both grow with the batch and with the number of positive cells P, while the distillation terms of
+  Guo et al. are averaged over images (:mod:`bopkd.losses.kd.ot_kd`): a distillation weight means what
+  it means in the paper only with this reduction.
+* ``"mean_per_positive"``: both sums divided by P (at least 1), the normalisation of RetinaNet/FCOS.
+  It keeps the cls/kpt ratio but makes every image-averaged distillation term P times stronger
+  relative to the task than the same weight in the paper (an ablation, not the paper's setting).
+
+With no positive at all, ``loss_kpt`` is a zero that still depends on the keypoints (so every
+parameter gets a gradient).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from typing import Literal
 
 import torch
 
@@ -22,6 +34,14 @@ from bopkd.errors import BopkdError
 from bopkd.losses.focal import focal_loss
 from bopkd.losses.targets import assign_targets
 from bopkd.losses.wdr import wdr_keypoint_loss
+
+#: Reductions of the task terms (see the module docstring).
+REDUCTIONS = ("sum", "mean_per_positive")
+
+
+def task_normaliser(reduction: str, num_pos: int) -> float:
+    """The divisor of the summed task terms: 1 for ``"sum"``, ``max(P, 1)`` for ``"mean_per_positive"``."""
+    return 1.0 if reduction == "sum" else float(max(int(num_pos), 1))
 
 
 @dataclass
@@ -34,6 +54,8 @@ class LossConfig:
         positive_num: positive cells per object, spread over levels (10).
         positive_lambda: sharpness of the level distribution (1.0).
         kpt_beta: smooth-L1 transition of the keypoint loss, in object diameters (0.02).
+        reduction: ``"sum"`` (the reference code's sums over cells) or ``"mean_per_positive"`` (both
+            sums divided by the number of positive cells; see the module docstring).
     """
 
     weight_cls: float = 0.1
@@ -43,9 +65,16 @@ class LossConfig:
     positive_num: int = 10
     positive_lambda: float = 1.0
     kpt_beta: float = 0.02
+    reduction: Literal["sum", "mean_per_positive"] = "sum"
 
     def validate(self, source: str = "the loss config") -> LossConfig:
+        if self.reduction not in REDUCTIONS:
+            raise BopkdError(
+                f"{source}: loss.reduction = {self.reduction!r}: use one of {', '.join(REDUCTIONS)}"
+            )
         for f in fields(self):
+            if f.name == "reduction":
+                continue
             v = getattr(self, f.name)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
                 raise BopkdError(f"{source}: loss.{f.name} = {v!r} must be a number >= 0")
@@ -126,14 +155,14 @@ class PoseLoss:
         self, logits: torch.Tensor, kpts: torch.Tensor, batch: dict, assignment: dict
     ) -> dict[str, torch.Tensor]:
         cfg = self.cfg
-        num_pos = max(assignment["num_pos"], 1)
-        loss_cls = focal_loss(logits, assignment["labels"], cfg.focal_alpha, cfg.focal_gamma) / num_pos
+        norm = task_normaliser(cfg.reduction, assignment["num_pos"])
+        loss_cls = focal_loss(logits, assignment["labels"], cfg.focal_alpha, cfg.focal_gamma) / norm
         if assignment["num_pos"] > 0:
             pb, pc, pk = assignment["pos_batch"], assignment["pos_cell"], assignment["pos_cls"]
             pred = kpts[pb, pc, pk].float()  # (P, 8, 2)
             gt = gather_positive_targets(batch, assignment, kpts.device)
             per_cell = wdr_keypoint_loss(pred, gt["corners_cam"], gt["K"], gt["diameter"], cfg.kpt_beta)
-            loss_kpt = per_cell.sum() / num_pos
+            loss_kpt = per_cell.sum() / norm
         else:
             loss_kpt = kpts.float().sum() * 0.0
         return {"loss_cls": cfg.weight_cls * loss_cls, "loss_kpt": cfg.weight_kpt * loss_kpt}

@@ -67,9 +67,11 @@ def test_named_weighted_terms_and_normalisation():
     assert set(losses) == {"loss_cls", "loss_kpt"}
     asg = lf.last_assignment
     assert asg["num_pos"] > 0
-    torch.testing.assert_close(
-        losses["loss_cls"], 0.1 * focal_loss(out["cls_logits"], asg["labels"]) / asg["num_pos"]
-    )
+    # default reduction "sum" (the reference code's); "mean_per_positive" divides both terms by P
+    torch.testing.assert_close(losses["loss_cls"], 0.1 * focal_loss(out["cls_logits"], asg["labels"]))
+    per_pos = PoseLoss(LossConfig(reduction="mean_per_positive"))(out, batch, assignment=asg)
+    for k in ("loss_cls", "loss_kpt"):
+        torch.testing.assert_close(per_pos[k], losses[k] / asg["num_pos"])
     doubled = PoseLoss(LossConfig(weight_cls=0.2, weight_kpt=3.0))(out, batch, assignment=asg)
     torch.testing.assert_close(doubled["loss_cls"], 2 * losses["loss_cls"])
     torch.testing.assert_close(doubled["loss_kpt"], 3 * losses["loss_kpt"])
@@ -108,6 +110,9 @@ def test_loss_config_validation():
         LossConfig.from_dict({"positive_num": 0})
     with pytest.raises(BopkdError, match="weight_kpt"):
         LossConfig.from_dict({"weight_kpt": -1.0})
+    assert LossConfig().reduction == "sum"
+    with pytest.raises(BopkdError, match="loss.reduction = 'mean'.*sum, mean_per_positive"):
+        LossConfig.from_dict({"reduction": "mean"})
 
 
 def test_float32_losses_from_low_precision_outputs_under_autocast():

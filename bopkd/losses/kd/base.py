@@ -46,6 +46,10 @@ class KDMethod(nn.Module):
         cfg = self.loss_cfg if self.loss_cfg is not None else LossConfig()
         return assign_targets(student_out, batch, cfg)
 
+    def reduction(self) -> str:
+        """The task loss's reduction (``LossConfig.reduction``: ``"sum"`` by default)."""
+        return str(getattr(self.loss_cfg, "reduction", "sum")) if self.loss_cfg is not None else "sum"
+
     def inference_budget(self) -> tuple[int, float]:
         """(num_cells, positive_lambda) of the inference cell selection, from ``loss_cfg``."""
         cfg = self.loss_cfg

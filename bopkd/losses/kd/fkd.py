@@ -22,9 +22,14 @@ C_t, initialised to the identity when C_s == C_t):
 
 The terms are summed over levels and weighted by alpha = 7e-5 (feature), beta = 4e-3 (attention) and
 gamma = 7e-5 (non-local), the weights of the reference code (``kd_feat_loss * 7e-5``, channel/spatial
-losses ``* 4e-3``, ``kd_nonlocal_loss * 7e-5``). The reference code's attention loss compares
+losses ``* 4e-3``, ``kd_nonlocal_loss * 7e-5``). Those weights are relative to detection losses that
+mmdetection normalises by the number of positive samples (RetinaNet's focal and box losses are sums
+divided by the positive count), i.e. to task terms in the units of ``"mean_per_positive"``
+(:mod:`bopkd.losses.task`). Under the reference's ``"sum"`` reduction the task terms are P times
+larger (P = positive cells of the batch), so the FKD terms are multiplied by P as well: the ratio of
+FKD to the task loss is then Zhang & Ma's under both reductions. The reference code's attention loss compares
 channel/spatial mean-pooled maps through a linear / 3x3 adapter with an L2 norm; this implementation
-follows the paper's L1 between attention maps instead (the issue's specification), and uses the
+follows the paper's Eq. 6 (an L1 between the attention maps) instead, and uses the
 channel mask in the feature loss as the paper's equation does (the code multiplies by the spatial mask
 only; set ``channel_mask: false`` for that).
 
@@ -52,7 +57,8 @@ class FKDConfig:
     """Options of FKD (defaults: Zhang & Ma's code).
 
     Attributes:
-        weight: multiplier of the three terms (``--kd-weight``), 1.
+        weight: multiplier of the three terms (``--kd-weight``), 1 (times P under the ``"sum"`` task
+            reduction, see the module docstring).
         feat_weight: alpha, weight of the attention-guided feature loss, 7e-5.
         att_weight: beta, weight of the attention transfer loss, 4e-3.
         nonlocal_weight: gamma, weight of the non-local loss, 7e-5.
@@ -213,6 +219,12 @@ class FKD(KDMethod):
             self.teacher_nl[str(s)] = NonLocal2d(ct, cfg.nonlocal_reduction, pool)
             self.nl_adapters[str(s)] = _adapter(cs, ct)
 
+    def task_units(self, student_out: dict, batch: dict) -> float:
+        """P (positive cells of the batch, at least 1) under the ``"sum"`` task reduction, else 1."""
+        if self.reduction() != "sum":
+            return 1.0
+        return float(max(int(self.assignment(student_out, batch)["num_pos"]), 1))
+
     def level_terms(
         self, s: int, fs: torch.Tensor, ft: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -254,7 +266,7 @@ class FKD(KDMethod):
                 fs, ft = fs[..., :h, :w], ft[..., :h, :w]
             f_, a_, n_ = self.level_terms(s, fs, ft)
             feat, att, nl = feat + f_, att + a_, nl + n_
-        w = cfg.weight
+        w = cfg.weight * self.task_units(student_out, batch)
         return {
             "kd_fkd_feat": w * cfg.feat_weight * feat,
             "kd_fkd_att": w * cfg.att_weight * att,

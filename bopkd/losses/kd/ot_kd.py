@@ -11,10 +11,15 @@ For every training image, object instance and keypoint k (the 8 corners of the o
   segmentation scores ``sigmoid(logit)`` of the instance's class (clamped to [1e-3, 1 - 1e-3] as the
   reference code does);
 * the teacher distribution is the set of keypoint-k predictions of the teacher's confident cells of
-  that class, chosen as at inference (score > 0.1, the most confident few per level,
-  :func:`~bopkd.losses.kd.gather.select_teacher_cells`), restricted to the instance (cell centre inside
-  its visible mask), weighted by the teacher's scores (the reference code stores ``sqrt(score)`` and
-  squares it back, i.e. the score);
+  that class over the whole image, chosen as at inference (score > 0.1, the most confident few per
+  level, :func:`~bopkd.losses.kd.gather.select_teacher_cells`; ``postprocess_kd.py::pose_infer_ml``),
+  weighted by the teacher's scores (the reference code stores ``sqrt(score)`` and squares it back,
+  i.e. the score). The reference trains one object per model, so a class is an instance there; with
+  ``teacher_region="mask"`` the cells are restricted to the instance's GT visible mask instead (a
+  deviation, for images with several instances of one class);
+* with ``teacher_pnp`` an instance whose teacher cells give no PnP-RANSAC pose (OpenCV EPnP, 5 px in
+  the original image, as ``pose_infer_ml``) has no teacher set and is skipped, as the reference skips
+  such images (a CPU solve per instance and step);
 * points are in original-image pixels (inverse of the augmentation affine) divided by the original
   width and height, as ``kd_loss_2d`` divides by w = 640, h = 480.
 
@@ -26,8 +31,9 @@ one instance; the default weight is 5 (``--kd_weight 5`` of the reference code).
 where the teacher finds nothing are skipped. All problems of a step are solved in one batched call,
 padded to the largest student/teacher set with zero weights.
 
-Gradients reach the student's keypoints and, through the weights, its classification logits; with
-``detach_scores`` the weights are constants (the ``--wot_detach`` ablation of the reference code).
+Gradients reach the student's keypoints and, through the weights, its classification logits (live
+scores: the paper's method); with ``detach_scores`` the weights are constants (the ``--wot_detach``
+ablation of the reference code).
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ from bopkd.losses.kd.gather import (
     scatter_padded,
     select_teacher_cells,
 )
+from bopkd.losses.kd.teacher_pnp import teacher_pnp_keep
 
 REGIONS = ("mask", "all")
 
@@ -66,8 +73,9 @@ class OTKDConfig:
         positive_lambda: spread of that budget over levels; None = the task loss's (1.0).
         detach_scores: treat the student's weights as constants (paper's ablation), False.
         weighted: weight points by scores (False: uniform weights 1/N per set, the paper's "w/o weights").
-        teacher_region: "mask" (teacher cells whose centre is inside the instance's visible mask) or
-            "all" (every confident cell of the class; only right with one instance per class per image).
+        teacher_region: "all" (every confident cell of the class in the image, the reference's) or
+            "mask" (only cells whose centre is inside the instance's GT visible mask; a deviation).
+        teacher_pnp: skip instances whose teacher cells give no PnP-RANSAC pose (the reference's), False.
         score_clamp: student scores are clamped to [score_clamp, 1 - score_clamp], 1e-3.
         shared_diameter: start the epsilon schedule of an instance's 8 keypoint problems at one diameter
             (that of all their points), as the reference code's one geomloss call per image does
@@ -84,7 +92,8 @@ class OTKDConfig:
     positive_lambda: float | None = None
     detach_scores: bool = False
     weighted: bool = True
-    teacher_region: str = "mask"
+    teacher_region: str = "all"
+    teacher_pnp: bool = False
     score_clamp: float = 1e-3
     shared_diameter: bool = True
 
@@ -169,6 +178,9 @@ class OTKD(KDMethod):
         tg, tc, tw = select_teacher_cells(
             t_logits, t_kpts, t["anchors"], inst, region, cfg.score_th, num, lam
         )
+        if cfg.teacher_pnp:
+            keep = teacher_pnp_keep(batch, inst, tg, t_kpts[inst.img[tg], tc, inst.cls[tg]])
+            tg, tc, tw = tg[keep], tc[keep], tw[keep]
         timg = inst.img[tg]
         xt = normalise_points(t_kpts[timg, tc, inst.cls[tg]].to(kpts.dtype), timg, M)
         tw = tw.to(kpts.dtype)

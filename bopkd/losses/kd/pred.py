@@ -8,15 +8,20 @@ their OT loss). Here, at every positive cell of the task loss (the cells where t
 are supervised, :func:`bopkd.losses.task.assign_targets`), the student's 8 keypoints of the instance's
 class regress the teacher's 8 keypoints at the same cell, weighted by the teacher's confidence there:
 
-    L = (1 / P) * sum_p  s_t(p) * mean_{k, xy} smoothL1(u_s(p, k) - u_t(p, k); beta)
+    L = sum_p  s_t(p) * mean_{k, xy} smoothL1(u_s(p, k) - u_t(p, k); beta)      (reduction "sum")
 
 with u the keypoints in original-image pixels divided by the original width and height (the
 normalisation of the OT loss, :mod:`~bopkd.losses.kd.ot_kd`), ``s_t(p)`` the teacher's sigmoid score of
 the instance's class at cell p (detached), ``beta`` 0.01 (about 6 px on a 640-px-wide image) and P the
-number of positive cells that have a teacher counterpart. Student and teacher cells are matched on
+number of positive cells that have a teacher counterpart. The term follows the task loss's reduction
+(:mod:`bopkd.losses.task`): summed over the cells like the keypoint term ``loss_kpt`` under ``"sum"``
+(the reference code's reduction), divided by P under ``"mean_per_positive"``, so that its ratio to
+``loss_kpt`` is the same in both. Student and teacher cells are matched on
 pyramid levels with the same stride and grid (:func:`~bopkd.losses.kd.gather.grid_match`); positive
-cells on a level the teacher lacks are skipped. Default weight 5, the weight of the OT loss, so that
-the two methods differ only in how predictions are matched.
+cells on a level the teacher lacks are skipped. Default weight 5, the OT weight of the reference code
+(``--kd_weight 5``; the paper gives no weight for this baseline). Under either reduction the weight is
+relative to ``loss_kpt`` (weight 1): 5 makes the teacher's keypoints, at the cells where the GT
+supervises the student, a regression target five times as strong as the GT's own term per cell.
 """
 
 from __future__ import annotations
@@ -97,4 +102,5 @@ class PredKD(KDMethod):
         if cfg.teacher_weighted:
             w = torch.sigmoid(t["cls_logits"].detach()[pb, tcell, pcls].float())
             per_cell = per_cell * w
-        return {"kd_pred": cfg.weight * per_cell.sum() / P}
+        norm = 1.0 if self.reduction() == "sum" else float(P)
+        return {"kd_pred": cfg.weight * per_cell.sum() / norm}

@@ -8,6 +8,10 @@ import torch
 
 from bopkd.errors import BopkdError
 from bopkd.losses.kd.fkd import FKD, FKDConfig, NonLocal2d, channel_attention, spatial_attention
+from bopkd.losses.task import LossConfig
+
+#: These tests check Zhang & Ma's formulas in their own units (task losses normalised per positive).
+PER_POS = LossConfig(reduction="mean_per_positive")
 
 
 def outs(strides, C, seed, B=2, H=64, W=64):
@@ -38,7 +42,7 @@ def test_attention_masks_sum_and_sharpen():
 
 def test_zero_for_identical_features_with_identity_adapters():
     s = outs((8, 16), 8, seed=0)
-    m = FKD(FKDConfig(), {8: 8, 16: 8}, {8: 8, 16: 8})  # equal widths: adapters start as identities
+    m = FKD(FKDConfig(), {8: 8, 16: 8}, {8: 8, 16: 8}, PER_POS)  # equal widths: adapters start as identities
     terms = m(s, {}, s)
     assert set(terms) == {"kd_fkd_feat", "kd_fkd_att", "kd_fkd_nl"}
     for v in terms.values():
@@ -48,7 +52,7 @@ def test_zero_for_identical_features_with_identity_adapters():
 def test_positive_for_different_features_and_matches_formula():
     s, t = outs((8, 16), 8, seed=0), outs((8, 16), 8, seed=1)
     cfg = FKDConfig()
-    terms = FKD(cfg, {8: 8, 16: 8}, {8: 8, 16: 8})(s, {}, t)
+    terms = FKD(cfg, {8: 8, 16: 8}, {8: 8, 16: 8}, PER_POS)(s, {}, t)
     assert all(float(v.detach()) > 0 for v in terms.values())
 
     def softmax(z):
@@ -82,7 +86,7 @@ def test_adapters_for_different_widths_and_gradients():
         f.requires_grad_(True)
     for f in t["features"]:
         f.requires_grad_(True)
-    m = FKD(FKDConfig(weight=2.0), {8: 4, 16: 4}, {8: 12, 16: 12})
+    m = FKD(FKDConfig(weight=2.0), {8: 4, 16: 4}, {8: 12, 16: 12}, PER_POS)
     assert m.adapters["8"].weight.shape == (12, 4, 1, 1)
     names = {n for n, _ in m.named_parameters()}
     assert any(n.startswith("adapters.") for n in names) and any(n.startswith("teacher_nl.") for n in names)
@@ -99,9 +103,9 @@ def test_adapters_for_different_widths_and_gradients():
 
 def test_weight_multiplies_all_terms():
     s, t = outs((8,), 4, seed=0), outs((8,), 4, seed=1)
-    a = FKD(FKDConfig(), {8: 4}, {8: 4})(s, {}, t)
+    a = FKD(FKDConfig(), {8: 4}, {8: 4}, PER_POS)(s, {}, t)
     torch.manual_seed(0)
-    b = FKD(FKDConfig(weight=3.0), {8: 4}, {8: 4})(s, {}, t)
+    b = FKD(FKDConfig(weight=3.0), {8: 4}, {8: 4}, PER_POS)(s, {}, t)
     # adapters are identities and the non-local outputs start as the identity: no dependence on init
     for k in a:
         assert float(b[k].detach()) == pytest.approx(3.0 * float(a[k].detach()), rel=1e-6)
@@ -109,9 +113,9 @@ def test_weight_multiplies_all_terms():
 
 def test_only_shared_levels_are_distilled():
     s, t = outs((8, 16), 4, seed=0), outs((16, 32), 4, seed=1)
-    m = FKD(FKDConfig(), {8: 4, 16: 4}, {16: 4, 32: 4})
+    m = FKD(FKDConfig(), {8: 4, 16: 4}, {16: 4, 32: 4}, PER_POS)
     assert m.strides == [16]
-    only16 = FKD(FKDConfig(), {16: 4}, {16: 4})
+    only16 = FKD(FKDConfig(), {16: 4}, {16: 4}, PER_POS)
     a = m(s, {}, t)
     b = only16(
         {**s, "features": s["features"][1:], "anchors": {"strides": [16]}},
@@ -121,15 +125,15 @@ def test_only_shared_levels_are_distilled():
     for k in a:
         assert float(a[k].detach()) == pytest.approx(float(b[k].detach()), rel=1e-6)
     with pytest.raises(BopkdError, match="share no"):
-        FKD(FKDConfig(), {8: 4}, {32: 4})
+        FKD(FKDConfig(), {8: 4}, {32: 4}, PER_POS)
 
 
 def test_backbone_features_option():
     s, t = outs((8, 16), 4, seed=0), outs((8, 16), 4, seed=1)
     s["backbone_features"] = [f * 2 for f in s["features"]]
-    m = FKD(FKDConfig(features="backbone"), {8: 4, 16: 4}, {8: 4, 16: 4})
+    m = FKD(FKDConfig(features="backbone"), {8: 4, 16: 4}, {8: 4, 16: 4}, PER_POS)
     a = m(s, {}, t)
-    b = FKD(FKDConfig(), {8: 4, 16: 4}, {8: 4, 16: 4})(s, {}, t)
+    b = FKD(FKDConfig(), {8: 4, 16: 4}, {8: 4, 16: 4}, PER_POS)(s, {}, t)
     assert float(a["kd_fkd_feat"].detach()) != pytest.approx(float(b["kd_fkd_feat"].detach()))
 
 
@@ -159,7 +163,7 @@ def test_maps_of_differently_padded_inputs_are_compared_on_common_cells():
     # student padded to 16 (stride-8 map 5x8), teacher padded to 32 (8x8): the extra teacher rows are padding
     s = outs((8,), 4, seed=0, H=40, W=64)
     t = outs((8,), 4, seed=1, H=64, W=64)
-    m = FKD(FKDConfig(), {8: 4}, {8: 4})
+    m = FKD(FKDConfig(), {8: 4}, {8: 4}, PER_POS)
     got = m(s, {}, t)
     crop = {**t, "features": [t["features"][0][..., :5, :]]}
     ref = m(s, {}, crop)

@@ -351,3 +351,27 @@ def test_teacher_selection_equals_inference_decode_for_one_instance_per_class(kd
     for gi in range(inst.n):
         b, k = int(inst.img[gi]), int(inst.cls[gi])
         assert sorted(c[g == gi].tolist()) == sorted(dets[b][k].cells.tolist())
+
+
+def test_teacher_pnp_skips_instances_without_a_teacher_pose(kd_synth, monkeypatch):
+    import bopkd.losses.kd.ot_kd as ot_kd
+
+    s, t, batch, _ = scene(kd_synth)
+    assert OTKD(OTKDConfig(num_cells=BIG)).problems(s, batch, t).a.shape[0] == 3
+    seen = []
+
+    def fail_instance_0(
+        batch, inst, g, pts
+    ):  # stands in for the PnP test (tests/losses/kd/test_teacher_pnp.py)
+        seen.append(pts.shape)
+        return g != 0
+
+    monkeypatch.setattr(ot_kd, "teacher_pnp_keep", fail_instance_0)
+    pr = OTKD(OTKDConfig(num_cells=BIG, teacher_pnp=True)).problems(s, batch, t)
+    assert seen and seen[0][1:] == (8, 2)
+    assert pr.a.shape[0] == 2 and pr.img.tolist() == [0, 1]
+
+
+def test_defaults_are_the_papers_method():
+    cfg = OTKDConfig()
+    assert (cfg.weight, cfg.detach_scores, cfg.teacher_region, cfg.teacher_pnp) == (5.0, False, "all", False)

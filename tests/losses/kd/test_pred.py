@@ -9,6 +9,7 @@ import torch
 from bopkd.errors import BopkdError
 from bopkd.losses.kd.gather import grid_match
 from bopkd.losses.kd.pred import PredKD, PredKDConfig
+from bopkd.losses.task import LossConfig
 
 AFFINES = [np.array([[0.5, 0.0, 4.0], [0.0, 0.5, 2.0], [0.0, 0.0, 1.0]]), np.eye(3)]
 ORIG = (128, 96)
@@ -38,7 +39,8 @@ def test_zero_for_identical_outputs(kd_synth):
 def test_value_matches_hand_computation(kd_synth):
     s, t, batch = setup(kd_synth)
     cfg = PredKDConfig(weight=2.0, beta=0.01)
-    got = float(PredKD(cfg)(s, batch, t)["kd_pred"])
+    got = float(PredKD(cfg)(s, batch, t)["kd_pred"])  # default task reduction: "sum"
+    got_mean = float(PredKD(cfg, LossConfig(reduction="mean_per_positive"))(s, batch, t)["kd_pred"])
     asg = batch["assignment"]
     total = 0.0
     for i in range(asg["num_pos"]):
@@ -54,7 +56,8 @@ def test_value_matches_hand_computation(kd_synth):
         sl1 = np.where(d < cfg.beta, 0.5 * d**2 / cfg.beta, d - 0.5 * cfg.beta)
         w = 1 / (1 + np.exp(-float(t["cls_logits"][b, cell, c])))
         total += w * sl1.mean()
-    assert got == pytest.approx(cfg.weight * total / asg["num_pos"], rel=1e-5)
+    assert got == pytest.approx(cfg.weight * total, rel=1e-5)
+    assert got_mean == pytest.approx(cfg.weight * total / asg["num_pos"], rel=1e-5)
 
 
 def test_gradients_only_to_student_keypoints(kd_synth):
