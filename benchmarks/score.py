@@ -1,4 +1,4 @@
-"""Benchmark of BOP scoring (``bopkd score``: BOP'19 VSD + MSSD + MSPD and ADD(-S)) on a synthetic dataset.
+"""Benchmark of BOP scoring (``bopkd score``: BOP'19 VSD + MSSD + MSPD, ADD(-S), BOP'24 mAP) on a synthetic dataset.
 
 Builds (or reuses) a synthetic LM-O-like test set with depth (``bopkd.data.synth``; 640x480, LM-O camera,
 procedural objects by default or ``--models`` a BOP ``models/`` folder such as LM-O's), writes one result
@@ -14,7 +14,11 @@ poses, plus low-scored duplicates), and times ``score_submissions(..., metrics=(
   again), numba code already loaded: what a first result file costs apart from the one-off start-up.
 
 Prints wall and CPU seconds, estimates/s and peak memory (Python allocations by tracemalloc; the
-process's resident maximum). The machine may be shared: the load average is printed with the times. With ``--toolkit`` also runs the official BOP toolkit on the same file (``--engine bop_toolkit``;
+process's resident maximum). Then the BOP'24/'25 mAP (``DetectionScorer``, ``eval_bop24_pose.py``) of the
+same file: its first call in this process and steady (best of ``--repeat``), BOP'19 + BOP'24 together
+(``score_protocols``; the MSSD/MSPD errors of the pairs both evaluate are computed once) against BOP'19
+alone, and ``bopkd score --protocol bop24`` / ``--protocol all`` in a new process (``--no-bop24`` skips
+these). The machine may be shared: the load average is printed with the times. With ``--toolkit`` also runs the official BOP toolkit on the same file (``--engine bop_toolkit``;
 needs ``$BOPKD_TOOLKIT_PYTHON``/``$BOPKD_TOOLKIT_PATH``) and prints its time and whether its AR values equal
 ours. Asserts nothing about speed.
 
@@ -120,6 +124,176 @@ def _lmo_layout(args) -> tuple[str, str]:
     return str(root), "lmo"
 
 
+def _timer(fn):
+    """``fn()`` timed: (wall s, CPU s, its result)."""
+    t, c = time.perf_counter(), time.process_time()
+    out = fn()
+    return time.perf_counter() - t, time.process_time() - c, out
+
+
+def _best(fn, repeat: int, before=None):
+    """The fastest of ``repeat`` timed calls of ``fn`` (``before()`` runs untimed ahead of each)."""
+    best = (float("inf"), float("inf"), None)
+    for _ in range(repeat):
+        if before:
+            before()
+        w, c, r = _timer(fn)
+        if w < best[0]:
+            best = (w, c, r)
+    return best
+
+
+def _cli(csv: Path, args, out: Path, *extra: str) -> float:
+    """Wall seconds of ``bopkd score`` in a new process (interpreter, imports, numba cache, files)."""
+    import subprocess
+
+    cmd = [sys.executable, "-m", "bopkd", "score", str(csv), "--root", str(args.root), "--out", str(out)]
+    t = time.perf_counter()
+    subprocess.run([*cmd, *extra], check=True, capture_output=True)
+    return time.perf_counter() - t
+
+
+def bench_bop19(csv: Path, args, tmp: Path) -> dict:
+    """BOP'19 (VSD + MSSD + MSPD and ADD(-S)): first call, fresh (no caches), steady, peak memory, CLI."""
+    from bopkd.eval import lru
+    from bopkd.eval.scoring import score_submissions
+
+    def score():
+        res = score_submissions([csv], args.root, tmp / "scores", metrics=("bop19", "ad"))
+        return next(iter(res.values()))
+
+    def clear():
+        lru.DEPTH_IMAGES.clear()
+        lru.GT_RENDERS.clear()
+
+    first, first_cpu, r = _timer(score)
+    steady, steady_cpu, r = _best(score, args.repeat)
+    fresh, fresh_cpu, _ = _best(score, args.repeat, before=clear)
+    # Peak Python allocations of one scoring with empty caches (measured apart: tracemalloc slows it).
+    clear()
+    tracemalloc.start()
+    score()
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    n = r["n_evaluated"]
+    s = r["scores_bop19"]
+    print(
+        f"scores: AR {s['bop19_average_recall']:.4f} (VSD {s['bop19_average_recall_vsd']:.4f}, "
+        f"MSSD {s['bop19_average_recall_mssd']:.4f}, MSPD {s['bop19_average_recall_mspd']:.4f}), "
+        f"ADD(-S)-0.1d {r['metrics']['ad'].recalls()[0, 0]:.4f}"
+    )
+    print("steady-state stages (s): " + ", ".join(f"{k} {v:.3f}" for k, v in r["timings"].items()))
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; {n} evaluated estimates")
+    for label, w, c in (
+        ("first call", first, first_cpu),
+        ("fresh (no caches)", fresh, fresh_cpu),
+        ("steady", steady, steady_cpu),
+    ):
+        print(f"{label:18s}: {w:6.3f} s wall ({n / w:5.0f} estimates/s), {c:6.3f} s CPU")
+    print(
+        f"peak memory: {peak / 2**20:.1f} MiB Python allocations (one scoring, empty caches); "
+        f"process max RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"
+    )
+    cli = _cli(csv, args, tmp / "cli")
+    print(f"{'bopkd score (CLI)':18s}: {cli:6.3f} s wall, new process, everything included")
+    return {"res": r, "first": first, "fresh": fresh, "steady": steady}
+
+
+def bench_bop24(csv: Path, args, tmp: Path, bop19_steady: float) -> None:
+    """BOP'24/'25 mAP: alone (first call in this process, steady), with BOP'19 (errors shared), CLI."""
+    from bopkd.eval.bop24_scoring import DetectionScorer
+    from bopkd.eval.protocols import score_protocols
+
+    def alone():
+        return DetectionScorer(csv, args.root).run()
+
+    def both():
+        return score_protocols([csv], args.root, tmp / "both", ("bop19", "bop24"), ("bop19", "ad"))
+
+    first, first_cpu, r = _timer(alone)
+    steady, steady_cpu, r = _best(alone, args.repeat)
+    both_w, both_cpu, rb = _best(both, args.repeat)
+    n = r["n_evaluated"]
+    s = r["scores_bop24"]
+    print(
+        f"BOP'24 scores: mAP {s['bop24_mAP']:.4f} (MSSD {s['bop24_mAP_mssd']:.4f}, MSPD {s['bop24_mAP_mspd']:.4f}); "
+        f"BOP'25 mAP {s['bop25_mAP']:.4f}, mAP_mm {s['bop25_mAP_mm']:.4f}; {n} evaluated estimates, "
+        f"{r['n_pairs']} pairs"
+    )
+    print("BOP'24 steady stages (s): " + ", ".join(f"{k} {v:.3f}" for k, v in r["timings"].items()))
+    for label, w, c in (("BOP'24 first call", first, first_cpu), ("BOP'24 steady", steady, steady_cpu)):
+        print(f"{label:18s}: {w:6.3f} s wall ({n / w:5.0f} estimates/s), {c:6.3f} s CPU")
+    part = next(iter(rb.values()))["bop24"]
+    print(
+        f"BOP'19 + BOP'24     : {both_w:6.3f} s wall steady ({both_cpu:.3f} s CPU) vs BOP'19 alone {bop19_steady:.3f} s; "
+        f"its BOP'24 part {part['timings']['total']:.3f} s ({part['n_pairs_shared']} of {part['n_pairs']} pairs' "
+        f"errors shared with BOP'19)"
+    )
+    w = _fresh_process_bop24(csv, args)
+    print(
+        f"{'BOP24 new process':18s}: {w:6.3f} s wall ({n / w:5.0f} estimates/s), first scoring, imports excluded"
+    )
+    for extra in (("--protocol", "bop24"), ("--protocol", "all")):
+        cli = _cli(csv, args, tmp / "cli24", *extra)
+        print(f"bopkd score {' '.join(extra)}: {cli:6.3f} s wall, new process, everything included")
+
+
+def _fresh_process_bop24(csv: Path, args) -> float:
+    """Seconds of the first ``DetectionScorer.run()`` in a new Python process (after its imports)."""
+    import subprocess
+
+    code = (
+        "import sys, time\n"
+        "from bopkd.eval.bop24_scoring import DetectionScorer\n"
+        "t = time.perf_counter()\n"
+        "DetectionScorer(sys.argv[1], sys.argv[2]).run()\n"
+        "print(time.perf_counter() - t)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(csv), str(Path(args.root).resolve())],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def bench_toolkit(csv: Path, args, tmp: Path, b19: dict) -> None:
+    """The official toolkit on the same file: its time and whether its values equal ours."""
+    from bopkd.eval.scores_io import recall_per_threshold
+    from bopkd.eval.toolkit_engine import score_with_toolkit
+
+    r, n = b19["res"], b19["res"]["n_evaluated"]
+    s = r["scores_bop19"]
+    t = time.perf_counter()
+    (rec,) = score_with_toolkit([csv], args.root, tmp / "toolkit", ad=True)
+    tk = time.perf_counter() - t
+    sc = rec["scores"]
+    same = all(
+        sc[k] == v
+        for k, v in (
+            ("AR", s["bop19_average_recall"]),
+            ("AR_VSD", s["bop19_average_recall_vsd"]),
+            ("AR_MSSD", s["bop19_average_recall_mssd"]),
+            ("AR_MSPD", s["bop19_average_recall_mspd"]),
+        )
+    )
+    ours = recall_per_threshold(r["metrics"])
+    theirs = rec["recall_per_threshold"]
+    n_eq = sum(ours[k][th] == v for k, ths in theirs.items() for th, v in ths.items() if k in ours)
+    n_all = sum(len(ths) for k, ths in theirs.items() if k in ours)  # ADI: not scored by bopkd here
+    ad_same = rec["scores"]["ADD(-S)_0.1d"] == r["metrics"]["ad"].recalls()[0, 0]
+    print(f"bop_toolkit: {tk:.1f} s ({n / tk:.1f} estimates/s)")
+    print(
+        f"  identical to bopkd: AR/AR_VSD/AR_MSSD/AR_MSPD {same}, ADD(-S)-0.1d {ad_same}, "
+        f"recall at every threshold (and tau) {n_eq}/{n_all}"
+    )
+    print(
+        f"speed-up: {tk / b19['steady']:.0f}x steady, {tk / b19['fresh']:.0f}x fresh, "
+        f"{tk / b19['first']:.0f}x first call"
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--root", default="bop_data", help="where to build (or find) the dataset")
@@ -128,6 +302,7 @@ def main() -> None:
     ap.add_argument("--models", default="procedural", help="procedural, or a BOP models/ folder")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--toolkit", action="store_true", help="also time the official toolkit on the same file")
+    ap.add_argument("--no-bop24", action="store_true", help="skip the BOP'24/'25 figures")
     args = ap.parse_args()
 
     from bopkd.data.dataset import BopDataset
@@ -152,103 +327,11 @@ def main() -> None:
             f"{len(ests)} estimates for {len(ds.targets)} targets in {len({(e.scene_id, e.im_id) for e in ests})} "
             f"images; eval models {min(faces.values())}..{max(faces.values())} triangles"
         )
-        from bopkd.eval import lru
-        from bopkd.eval.scoring import score_submissions
-
-        def timed():
-            t, c = time.perf_counter(), time.process_time()
-            res = score_submissions([csv], args.root, Path(tmp) / "scores", metrics=("bop19", "ad"))
-            return time.perf_counter() - t, time.process_time() - c, next(iter(res.values()))
-
-        first, first_cpu, r = timed()
-        steady = steady_cpu = fresh = fresh_cpu = float("inf")
-        for _ in range(args.repeat):
-            w, c, r = timed()
-            if w < steady:
-                steady, steady_cpu, timings = w, c, dict(r["timings"])
-        for _ in range(args.repeat):
-            lru.DEPTH_IMAGES.clear()
-            lru.GT_RENDERS.clear()
-            w, c, _ = timed()
-            if w < fresh:
-                fresh, fresh_cpu = w, c
-        # Peak Python allocations of one scoring with empty caches (measured apart: tracemalloc slows it).
-        lru.DEPTH_IMAGES.clear()
-        lru.GT_RENDERS.clear()
-        tracemalloc.start()
-        timed()
-        _, peak = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
-        n = r["n_evaluated"]
-        s = r["scores_bop19"]
-        print(
-            f"scores: AR {s['bop19_average_recall']:.4f} (VSD {s['bop19_average_recall_vsd']:.4f}, "
-            f"MSSD {s['bop19_average_recall_mssd']:.4f}, MSPD {s['bop19_average_recall_mspd']:.4f}), "
-            f"ADD(-S)-0.1d {r['metrics']['ad'].recalls()[0, 0]:.4f}"
-        )
-        print("steady-state stages (s): " + ", ".join(f"{k} {v:.3f}" for k, v in timings.items()))
-        print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores; {n} evaluated estimates")
-        for label, w, c in (
-            ("first call", first, first_cpu),
-            ("fresh (no caches)", fresh, fresh_cpu),
-            ("steady", steady, steady_cpu),
-        ):
-            print(f"{label:18s}: {w:6.3f} s wall ({n / w:5.0f} estimates/s), {c:6.3f} s CPU")
-        print(
-            f"peak memory: {peak / 2**20:.1f} MiB Python allocations (one scoring, empty caches); "
-            f"process max RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB"
-        )
-        # The whole command in a new process (interpreter, imports, numba cache, scoring, files).
-        import subprocess
-
-        t = time.perf_counter()
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "bopkd",
-                "score",
-                str(csv),
-                "--root",
-                str(args.root),
-                "--out",
-                str(Path(tmp) / "cli"),
-            ],
-            check=True,
-            capture_output=True,
-        )
-        cli = time.perf_counter() - t
-        print(f"{'bopkd score (CLI)':18s}: {cli:6.3f} s wall, new process, everything included")
+        b19 = bench_bop19(csv, args, Path(tmp))
+        if not args.no_bop24:
+            bench_bop24(csv, args, Path(tmp), b19["steady"])
         if args.toolkit:
-            from bopkd.eval.scores_io import recall_per_threshold
-            from bopkd.eval.toolkit_engine import score_with_toolkit
-
-            t = time.perf_counter()
-            (rec,) = score_with_toolkit([csv], args.root, Path(tmp) / "toolkit", ad=True)
-            tk = time.perf_counter() - t
-            sc = rec["scores"]
-            same = all(
-                sc[k] == v
-                for k, v in (
-                    ("AR", s["bop19_average_recall"]),
-                    ("AR_VSD", s["bop19_average_recall_vsd"]),
-                    ("AR_MSSD", s["bop19_average_recall_mssd"]),
-                    ("AR_MSPD", s["bop19_average_recall_mspd"]),
-                )
-            )
-            ours = recall_per_threshold(r["metrics"])
-            theirs = rec["recall_per_threshold"]
-            n_eq = sum(ours[k][th] == v for k, ths in theirs.items() for th, v in ths.items() if k in ours)
-            n_all = sum(len(ths) for k, ths in theirs.items() if k in ours)  # ADI: not scored by bopkd here
-            ad_same = rec["scores"]["ADD(-S)_0.1d"] == r["metrics"]["ad"].recalls()[0, 0]
-            print(f"bop_toolkit: {tk:.1f} s ({n / tk:.1f} estimates/s)")
-            print(
-                f"  identical to bopkd: AR/AR_VSD/AR_MSSD/AR_MSPD {same}, ADD(-S)-0.1d {ad_same}, "
-                f"recall at every threshold (and tau) {n_eq}/{n_all}"
-            )
-            print(
-                f"speed-up: {tk / steady:.0f}x steady, {tk / fresh:.0f}x fresh, {tk / first:.0f}x first call"
-            )
+            bench_toolkit(csv, args, Path(tmp), b19)
 
 
 if __name__ == "__main__":

@@ -260,85 +260,44 @@ def score(
         str,
         typer.Option(
             "--engine",
-            help="bopkd (built in) or bop_toolkit (the official toolkit; needs $BOPKD_TOOLKIT_PYTHON and "
-            "$BOPKD_TOOLKIT_PATH or the options below).",
+            help="bopkd (built in) or bop_toolkit (the official toolkit, bop19 only; needs $BOPKD_TOOLKIT_PYTHON "
+            "and $BOPKD_TOOLKIT_PATH or the options below).",
         ),
     ] = "bopkd",
     out: Annotated[Path, typer.Option("--out", help="Folder for the score files.")] = Path("results/scores"),
     toolkit_python: Annotated[
-        str | None,
-        typer.Option(
-            "--toolkit-python", help="Python that imports bop_toolkit_lib (default: $BOPKD_TOOLKIT_PYTHON)."
-        ),
+        str | None, typer.Option(help="Python that imports bop_toolkit_lib (default: $BOPKD_TOOLKIT_PYTHON).")
     ] = None,
     toolkit_path: Annotated[
-        Path | None,
-        typer.Option(
-            "--toolkit-path", help="bop_toolkit checkout with scripts/ (default: $BOPKD_TOOLKIT_PATH)."
-        ),
+        Path | None, typer.Option(help="bop_toolkit checkout with scripts/ (default: $BOPKD_TOOLKIT_PATH).")
     ] = None,
-    renderer: Annotated[
-        str, typer.Option("--renderer", help="bop_toolkit's VSD renderer: vispy, cpp or python.")
-    ] = "vispy",
+    renderer: Annotated[str, typer.Option(help="bop_toolkit's VSD renderer: vispy, cpp, python.")] = "vispy",
     metrics: Annotated[
+        str | None,
+        typer.Option(help="bop19 protocol's: bop19 (AR: VSD, MSSD, MSPD), ad (ADD(-S)), adi, add (bop19,ad)"),
+    ] = None,
+    protocol: Annotated[
         str,
-        typer.Option(
-            "--metrics",
-            help="Comma-separated: bop19 (AR of VSD, MSSD, MSPD), ad (ADD(-S)-0.1d), adi, add.",
-        ),
-    ] = "bop19,ad",
+        typer.Option(help="bop19 (AR), bop24 (mAP MSSD+MSPD), bop25 (MSSD mAP; 2..20 mm), all, or a list"),
+    ] = "bop19",
+    targets_file: Annotated[
+        str | None,
+        typer.Option(help="BOP'24 target images: file in the dataset folder (test_targets_bop24/19.json)"),
+    ] = None,
 ) -> None:
-    """Score BOP result files (BOP'19 AR: VSD, MSSD, MSPD; ADD(-S), ADI, ADD), or only check them.
+    """Score BOP result files (BOP'19 AR and ADD(-S)/ADI/ADD; BOP'24/'25 mAP), or only check them.
 
-    Writes OUT/<result name>/: scores_bop19.json, scores_ad.json (adi, add), recalls.csv, scores_bopkd.json.
-
-    Without depth images VSD is skipped: AR is null, MSSD and MSPD are exact.
+    Writes OUT/<result name>/: bop19: scores_bop19.json, scores_ad.json (adi, add), recalls.csv,
+    scores_bopkd.json; bop24/bop25: scores_bop24.json, aps_bop24.csv. Without depth images VSD is skipped:
+    AR is null, MSSD and MSPD are exact.
     """
-    if check_only:
-        from bopkd.eval.check import check_submission
+    from bopkd.eval.score_command import run_score
 
-        failed = 0
-        for csv in csvs:
-            try:
-                rep = check_submission(csv, root)
-            except BopkdError as e:
-                failed += 1
-                err_console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
-                continue
-            console.print(rep.summary(), highlight=False, soft_wrap=True)
-            for n in rep.notes:
-                console.print(f"  note: {n}", highlight=False, soft_wrap=True)
-        if failed:
-            raise BopkdError(f"{failed} of {len(csvs)} result files failed the check (see the lines above)")
-        return
-    if engine == "bop_toolkit":
-        from bopkd.eval.toolkit_engine import output_path, score_with_toolkit
-
-        for rec in score_with_toolkit(
-            csvs, root, out, python=toolkit_python, toolkit_path=toolkit_path, renderer_type=renderer
-        ):
-            s = rec["scores"]
-            vals = ", ".join(f"{k} {v:.4f}" for k, v in s.items() if v is not None)
-            console.print(f"{rec['result_name']} (bop_toolkit): {vals}", highlight=False, soft_wrap=True)
-            console.print(
-                f"  -> {output_path(out, parse_name(rec['result_name']))}", highlight=False, soft_wrap=True
-            )
-        return
-    if engine != "bopkd":
-        raise BopkdError(f"unknown --engine {engine!r}; use bopkd or bop_toolkit")
-    from bopkd.eval.scores_io import table
-    from bopkd.eval.scoring import score_submissions
-
-    wanted = tuple(m.strip() for m in metrics.split(",") if m.strip())
-    results = {}
-    for csv in csvs:  # one at a time, so that each file's scores are written before the next starts
-        res = score_submissions([csv], root=root, out_dir=out, metrics=wanted)
-        for name, r in res.items():
-            results[name] = r
-            for n in r["notes"]:
-                console.print(f"[yellow]note:[/yellow] {name}: {n}", highlight=False, soft_wrap=True)
-            console.print(f"{name}: scored in {r['timings']['total']:.2f} s -> {out / name}", highlight=False)
-    console.print(table(results))
+    run_score(
+        csvs, root, out, console=console, err_console=err_console, check_only=check_only, engine=engine,
+        metrics=metrics, protocol=protocol, targets_file=targets_file, toolkit_python=toolkit_python,
+        toolkit_path=toolkit_path, renderer=renderer,
+    )  # fmt: skip
 
 
 def parse_name(name: str):

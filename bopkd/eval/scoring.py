@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from bopkd.errors import BopkdError
+from bopkd.eval.final_scores import average_time_per_image, bop19_scores
 
 #: Error types that can be asked for, besides ``bop19`` (= vsd + mssd + mspd).
 AD_METRICS = ("ad", "adi", "add")
@@ -48,21 +49,6 @@ MSSD_THRESHOLDS = np.arange(0.05, 0.51, 0.05)
 MSPD_THRESHOLDS = np.arange(5, 51, 5).astype(np.float64)
 #: ADD(-S)/ADI/ADD correctness threshold (fraction of the diameter), ``eval_calc_scores.py`` default.
 AD_THRESHOLD = 0.1
-MAX_SYM_DISC_STEP = 0.01
-
-
-def average_time_per_image(scene_id: np.ndarray, im_id: np.ndarray, time: np.ndarray) -> float:
-    """``bop19_average_time_per_image``: mean of the per-image times, -1.0 if any time is negative.
-
-    As ``eval_bop19_pose.py`` with ``inout.check_consistent_timings``: the first row of each image gives its
-    time, images in order of first appearance (the order ``np.mean`` sums them in).
-    """
-    time = np.asarray(time, np.float64)
-    if len(time) == 0 or np.any(time < 0):
-        return -1.0
-    keys = np.stack([np.asarray(scene_id), np.asarray(im_id)], axis=1)
-    _, first = np.unique(keys, axis=0, return_index=True)
-    return float(np.mean(list(time[np.sort(first)])))
 
 
 @dataclass
@@ -312,35 +298,13 @@ class SubmissionScorer:
             yield int(o), np.flatnonzero(self.pair_obj == o)
 
     def compute_mssd_mspd(self) -> None:
-        from bopkd.eval.pose_error import mspd, mssd, spheres_overlap
-        from bopkd.geometry.symmetry import symmetry_transforms
+        from bopkd.eval.pair_errors import mssd_mspd
 
         t0 = _time.perf_counter()
-        P = len(self.pairs.pair_est)
-        e_mssd = np.full(P, np.inf)
-        e_mspd = np.full(P, np.inf)
         Ks = np.array([self.K[k] for k in self.pair_key]).reshape(-1, 3, 3)
-        for o, idx in self._by_object():
-            info = self.infos[o]
-            pts = self._model(o)[0]
-            sR, st = symmetry_transforms(info, MAX_SYM_DISC_STEP)
-            ok = idx[spheres_overlap(self.pair_te[idx], self.pair_tg[idx], info.diameter)]
-            if len(ok):
-                e_mssd[ok] = mssd(
-                    self.pair_Re[ok], self.pair_te[ok], self.pair_Rg[ok], self.pair_tg[ok], pts, sR, st
-                )
-            e_mspd[idx] = mspd(
-                self.pair_Re[idx],
-                self.pair_te[idx],
-                self.pair_Rg[idx],
-                self.pair_tg[idx],
-                Ks[idx],
-                pts,
-                sR,
-                st,
-            )
-        self.pairs.errors["mssd"] = e_mssd
-        self.pairs.errors["mspd"] = e_mspd
+        self.pairs.errors["mssd"], self.pairs.errors["mspd"] = mssd_mspd(
+            self.pair_Re, self.pair_te, self.pair_Rg, self.pair_tg, Ks, self.pair_obj, self.infos, self._model
+        )
         self.timings["mssd+mspd"] = _time.perf_counter() - t0
 
     def compute_ad(self, kinds: Sequence[str]) -> None:
@@ -585,19 +549,6 @@ class SubmissionScorer:
         if want_bop19:
             out["scores_bop19"] = bop19_scores(results, out["average_time_per_image"])
         return out
-
-
-def bop19_scores(results: dict[str, MetricResult], average_time: float) -> dict:
-    """The toolkit's ``scores_bop19.json`` keys (VSD and AR None when VSD was not computed)."""
-    ar = {k: (results[k].average_recall() if k in results else None) for k in ("vsd", "mssd", "mspd")}
-    s = {f"bop19_average_recall_{k}": v for k, v in ar.items()}
-    s["bop19_average_recall"] = (
-        float(np.mean([ar["vsd"], ar["mssd"], ar["mspd"]])) if ar["vsd"] is not None else None
-    )
-    s["bop19_average_time_per_image"] = float(average_time)
-    if ar["vsd"] is None and ar["mssd"] is not None:
-        s["bop19_average_recall_mssd_mspd"] = float(np.mean([ar["mssd"], ar["mspd"]]))
-    return s
 
 
 def score_submissions(
