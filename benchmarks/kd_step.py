@@ -9,6 +9,9 @@ distillation terms, backward, AdamW step) for each method of the registry:
   teacher-forward-inclusive baseline, the teacher's outputs unused).
 
 and prints the ratios to ``none`` (``step / none`` and ``step+T / none+T``) and the OT-vs-pred ratio.
+The row ``ot+pnp`` is ``ot`` with ``teacher_pnp`` (the reference's PnP-RANSAC test of every instance's
+teacher cells, on the CPU): its extra time is the option's cost per step. With the untrained teacher
+here the keypoints fit no pose, so RANSAC runs all its iterations: an upper bound of that cost.
 Goal of the issue: ``ot`` adds at
 most 15 % over ``pred`` or over the teacher-forward-inclusive baseline.
 
@@ -86,6 +89,7 @@ def main() -> None:
 
     from bopkd.data.collate import batch_to_device
     from bopkd.losses.kd import REGISTRY, build_kd
+    from bopkd.losses.kd.registry import make_spec
     from bopkd.losses.targets import assign_targets
     from bopkd.losses.task import LossConfig, PoseLoss
     from bopkd.models.posenet import ModelConfig, PoseNet
@@ -120,10 +124,12 @@ def main() -> None:
     # a busy machine slows all of them alike; the median over rounds is reported.
     variants = [("teacher-forward", None, True)]
     methods = {}
-    for name in REGISTRY:
+    names = [*REGISTRY, "ot+pnp"]
+    for name in names:
         student.load_state_dict(init_state)
+        spec = make_spec("ot", {"teacher_pnp": True}) if name == "ot+pnp" else name
         m = build_kd(
-            name, student=student, teacher=None if name == "none" else teacher, loss_cfg=loss_cfg
+            spec, student=student, teacher=None if name == "none" else teacher, loss_cfg=loss_cfg
         ).to(device)
         opt = torch.optim.AdamW(list(student.parameters()) + list(m.parameters()), lr=1e-6)
         methods[name] = (m, opt)
@@ -162,7 +168,7 @@ def main() -> None:
             if rnd >= args.warmup:
                 times.setdefault((name, with_teacher), []).append(time.perf_counter() - t0)
                 kd_times.setdefault(name, []).append(dk)
-                kd_terms[name] = {k: float(v.detach()) for k, v in kd.items()}
+                kd_terms[name] = {k: float(v.detach()) for k, v in terms.items()}
     results = {k: statistics.median(v) for k, v in times.items()}
     t_teacher_med = results[("teacher-forward", None)]
     kd_only = {k: (statistics.median(v), kd_terms[k]) for k, v in kd_times.items()}
@@ -179,9 +185,9 @@ def main() -> None:
         f"{1000 * base:.1f} ms, with the teacher forward: {1000 * base_t:.1f} ms"
     )
     print(
-        f"{'method':8s} {'step ms':>9s} {'step/none':>10s} {'step+T ms':>10s} {'step+T/(none+T)':>16s} {'kd fwd ms':>10s}  kd terms"
+        f"{'method':8s} {'step ms':>9s} {'step/none':>10s} {'step+T ms':>10s} {'step+T/(none+T)':>16s} {'kd fwd ms':>10s}  loss terms"
     )
-    for name in REGISTRY:
+    for name in names:
         s = results[(name, False)]
         st = results[(name, True)]
         kd_ms, kd_terms = kd_only[name]
@@ -196,6 +202,8 @@ def main() -> None:
         f"ot vs the teacher-forward-inclusive baseline (--kd none step + teacher forward): {ot / base_t:.3f} "
         f"(goal: <= 1.15 for either comparison)"
     )
+    pnp = results[("ot+pnp", True)]
+    print(f"# teacher_pnp: {1000 * (pnp - ot):.1f} ms per step over ot ({pnp / ot:.3f}x)")
 
 
 if __name__ == "__main__":

@@ -57,7 +57,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from bopkd.errors import BopkdError
-from bopkd.pipeline_presets import DEFAULT_METHODS, PipelinePreset, default_preset, get_preset
+from bopkd.pipeline_presets import DEFAULT_METHODS, PipelinePreset, Variant, default_preset, get_preset
 from bopkd.utils.atomic import atomic_write_json
 
 STAGE_KINDS = ("data", "teacher", "student", "predict", "score", "report")
@@ -299,18 +299,19 @@ class PipelineResult:
 # ------------------------------------------------------------------------------------------- the plan
 
 
-def student_name(backbone: str, method: str, seed: int) -> str:
-    return f"{backbone}-{method}-s{seed}"
+def student_name(backbone: str, method: str, seed: int, tag: str = "") -> str:
+    return f"{backbone}-{method}{'-' + tag if tag else ''}-s{seed}"
 
 
 def _compact(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "", name)
 
 
-def result_method(role: str, backbone: str, method: str, seed: int) -> str:
-    """BOP method name (no '_'): ``bopkd-teacher-darknettinyh-s0``, ``bopkd-ot-tinycpu-s0``; the plan adds
-    ``-<preset>`` when the preset is not the dataset's default (``bopkd-ot-darknettiny-s0-paper``)."""
-    what = "teacher" if role == "teacher" else method
+def result_method(role: str, backbone: str, method: str, seed: int, tag: str = "") -> str:
+    """BOP method name (no '_'): ``bopkd-teacher-darknettinyh-s0``, ``bopkd-ot-tinycpu-s0``, a variant's
+    ``bopkd-ot-w2-tinycpu-s0``; the plan adds ``-<preset>`` when the preset is not the dataset's default
+    (``bopkd-ot-darknettiny-s0-paper``)."""
+    what = "teacher" if role == "teacher" else method + (f"-{tag}" if tag else "")
     return f"bopkd-{what}-{_compact(backbone)}-s{seed}"
 
 
@@ -354,8 +355,12 @@ def _train_config(
     seed: int,
     method: str,
     ov: Overrides,
+    variant: Variant | None = None,
 ) -> dict:
-    """The full training config (plain dict) of one run, validated by :func:`build_config`."""
+    """The full training config (plain dict) of one run, validated by :func:`build_config`.
+
+    A ``variant`` replaces the method's weight (when it gives one) and merges its options over the preset's.
+    """
     from bopkd.train.config import build_config, merge_into, to_dict
 
     options: dict = {}
@@ -375,12 +380,17 @@ def _train_config(
     )
     if role == "student":
         weight = preset.kd_weights.get(method, _kd_default_weight(method) if method != "none" else None)
+        if variant is not None and variant.weight is not None:
+            weight = variant.weight
         # The teacher's checkpoint is known once the teacher stage ran (and enters the hash as its checksum).
         kd = {"method": method, "teacher": None if method == "none" else "(the teacher stage's checkpoint)"}
         if weight is not None:
             kd["weight"] = weight
-        if method in preset.kd_options:
-            kd["options"] = copy.deepcopy(preset.kd_options[method])
+        kd_opts = copy.deepcopy(preset.kd_options.get(method, {}))
+        if variant is not None:
+            merge_into(kd_opts, copy.deepcopy(variant.options), f"variant {variant.tag}")
+        if kd_opts:
+            kd["options"] = kd_opts
         options["kd"] = kd
     sets = list(ov.train) + (list(ov.teacher) if role == "teacher" else [])
     if role == "student":
@@ -467,9 +477,9 @@ def build_plan(opts: PipelineOptions) -> Plan:
     predict_names: list[str] = []
     score_names: list[str] = []
 
-    def add_model(train: Stage, role: str, bb: str, m: str, seed: int) -> None:
-        label = "teacher" if role == "teacher" else student_name(bb, m, seed)
-        method = result_method(role, bb, m, seed)
+    def add_model(train: Stage, role: str, bb: str, m: str, seed: int, tag: str = "") -> None:
+        label = "teacher" if role == "teacher" else student_name(bb, m, seed, tag)
+        method = result_method(role, bb, m, seed, tag)
         if preset.name != default_preset(dataset):  # distinct files per preset in the shared results folder
             method += f"-{preset.name}"
         pname, sname = f"predict-{label}", f"score-{label}"
@@ -520,27 +530,32 @@ def build_plan(opts: PipelineOptions) -> Plan:
         "-",
         t_seed,
     )
+    # seed-major: every method of a seed before the next seed, so that an interrupted run has paired results
+    runs = [(m, seed, None) for seed in seeds for m in methods]
+    runs += [(v.method, seed, v) for v in preset.variants if v.method in methods for seed in v.seeds]
     for bb in students:
-        for m in methods:
-            for seed in seeds:
-                scfg = _train_config(opts, preset, dataset, "student", bb, seed, m, ov)
-                w = scfg["kd"].get("weight")
-                kd_txt = f"kd {m}" + (f" (weight {w:g})" if m != "none" and w is not None else "")
-                add_model(
-                    Stage(
-                        f"student-{student_name(bb, m, seed)}",
-                        "student",
-                        f"student {bb}, {kd_txt}, seed {seed}, {scfg['iters']} iterations",
-                        ["data"] + (["teacher"] if m != "none" else []),
-                        _drop_keys(scfg, VOLATILE_TRAIN_KEYS),
-                        _run_train,
-                        {"full": scfg},
-                    ),
+        for m, seed, variant in runs:
+            scfg = _train_config(opts, preset, dataset, "student", bb, seed, m, ov, variant)
+            tag = variant.tag if variant is not None else ""
+            w = scfg["kd"].get("weight")
+            kd_txt = f"kd {m}" + (f" (weight {w:g})" if m != "none" and w is not None else "")
+            kd_txt += f", variant {tag}" if tag else ""
+            add_model(
+                Stage(
+                    f"student-{student_name(bb, m, seed, tag)}",
                     "student",
-                    bb,
-                    m,
-                    seed,
-                )
+                    f"student {bb}, {kd_txt}, seed {seed}, {scfg['iters']} iterations",
+                    ["data"] + (["teacher"] if m != "none" else []),
+                    _drop_keys(scfg, VOLATILE_TRAIN_KEYS),
+                    _run_train,
+                    {"full": scfg},
+                ),
+                "student",
+                bb,
+                m,
+                seed,
+                tag,
+            )
 
     # 6. report
     title = f"bopkd: {dataset}, {preset.name} preset"

@@ -45,6 +45,26 @@ DEFAULT_METHODS = ("none", "pred", "fkd", "ot", "fkd+ot")
 
 
 @dataclass(frozen=True)
+class Variant:
+    """An extra student configuration of one method (a weight sweep point or an ablation), its own report row.
+
+    Attributes:
+        tag: letters and digits; joins the stage name (``student-<backbone>-<method>-<tag>-s<seed>``) and
+            the BOP method name (``bopkd-<method>-<tag>-<backbone>-s<seed>-<preset>``).
+        method: the distillation method.
+        weight: its weight (None: the preset's weight of the method).
+        options: method options merged over the preset's ``kd_options`` of the method.
+        seeds: the seeds it is trained with.
+    """
+
+    tag: str
+    method: str
+    weight: float | None = None
+    options: dict = field(default_factory=dict)
+    seeds: tuple[int, ...] = (0, 1, 2)
+
+
+@dataclass(frozen=True)
 class PipelinePreset:
     """The settings of one pipeline scale (see the module docstring)."""
 
@@ -63,6 +83,7 @@ class PipelinePreset:
     kd_options: dict = field(default_factory=dict)
     predict: tuple[str, ...] = ()
     metrics: tuple[str, ...] = ("bop19", "ad")
+    variants: tuple[Variant, ...] = ()
 
     def copy_section(self, name: str) -> dict:
         return copy.deepcopy(getattr(self, name))
@@ -98,11 +119,6 @@ _DEMO = PipelinePreset(
     },
     teacher={"model": dict(_TINY_HEAD), "iters": 1200},
     student={"iters": 150},
-    # 150 student iterations: the gradient of OT's unbalanced mass term through the student's scores
-    # (teacher scores ~1, an untrained student's ~0.01) outweighs the task loss; measured on this demo:
-    # AR 2.3 (OT, weight 5) vs 17.2 (direct). With the scores detached (the paper's --wot_detach
-    # ablation) OT keeps weight 5 and helps: AR 20.0.
-    kd_options={"ot": {"detach_scores": True}, "fkd+ot": {"ot": {"detach_scores": True}}},
     predict=(),
     metrics=("bop19", "ad"),
 )
@@ -127,9 +143,35 @@ def _experiment_from_demo() -> PipelinePreset:
     )
 
 
+#: Student iterations of ``study`` (see the README's "Results: distillation study" for how it was chosen).
+STUDY_STUDENT_ITERS = 1500
+
+
+def _study_from_experiment(experiment: PipelinePreset) -> PipelinePreset:
+    """``study``: the experiment's data, networks and teacher; longer student runs, 5 seeds, a sweep of the
+    OT weight around the paper's 5 (2 and 10, 3 seeds each) and OT with detached scores (the paper's
+    ``--wot_detach`` ablation, 3 seeds)."""
+    return dataclasses.replace(
+        experiment,
+        name="study",
+        description="the distillation study: five methods x 5 seeds, an OT weight sweep (2, 5, 10) and OT "
+        "with detached scores, on a synthetic dataset from given models; hours on a 2-core CPU",
+        seeds=(0, 1, 2, 3, 4),
+        student={"iters": STUDY_STUDENT_ITERS},
+        variants=(
+            Variant("w2", "ot", 2.0),
+            Variant("w10", "ot", 10.0),
+            Variant("detached", "ot", None, {"detach_scores": True}),
+        ),
+    )
+
+
+_EXPERIMENT = _experiment_from_demo()
+
 PRESETS: dict[str, PipelinePreset] = {
     "demo": _DEMO,
-    "experiment": _experiment_from_demo(),
+    "experiment": _EXPERIMENT,
+    "study": _study_from_experiment(_EXPERIMENT),
     "quick": PipelinePreset(
         name="quick",
         description="a real BOP dataset at reduced scale: 4000 PBR images, short schedules, tiny networks",

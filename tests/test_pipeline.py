@@ -380,16 +380,51 @@ def test_plan_orders_stages_and_scopes_overrides(tmp_path):
         forced_names(plan, ["nope"])
 
 
-@pytest.mark.parametrize("preset", ["demo", "experiment", "quick", "paper"])
+@pytest.mark.parametrize("preset", ["demo", "experiment", "study", "quick", "paper"])
 def test_every_preset_plans_a_synthetic_run(preset):
-    """Every preset's settings validate (synth, training, KD options) into a plan of 5 methods x its seeds."""
+    """Every preset's settings validate (synth, training, KD options) into a plan of 5 methods x its seeds
+    (plus its variants); no preset trains the paper's OT with detached scores except a variant named so."""
     from bopkd.pipeline_presets import get_preset
 
     plan = build_plan(PipelineOptions(dataset="mysynth", preset=preset, device="cpu", progress=False))
     p = get_preset(preset)
     students = [s for s in plan.stages if s.name.startswith("student-")]
-    assert len(students) == 5 * len(p.seeds) * len(p.students)
+    n_variants = sum(len(v.seeds) for v in p.variants)
+    assert len(students) == (5 * len(p.seeds) + n_variants) * len(p.students)
     assert plan.stage("data").config["synth"]["name"] == "mysynth"
+    for st in students:
+        kd = st.config["kd"]
+        opts = kd.get("options") or {}
+        detached = opts.get("detach_scores") or (opts.get("ot") or {}).get("detach_scores")
+        assert not detached or "-detached-" in st.name, st.name
+        assert st.config["loss"]["reduction"] == "sum"
+
+
+def test_study_preset_runs_five_seeds_a_weight_sweep_and_the_detached_ablation():
+    plan = build_plan(
+        PipelineOptions(
+            dataset="lmosynth", preset="study", device="cpu", progress=False, sets=["synth.models=procedural"]
+        )
+    )
+    students = {s.name: s.config for s in plan.stages if s.kind == "student"}
+    for m in ("none", "pred", "fkd", "ot", "fkd+ot"):
+        assert {c["seed"] for n, c in students.items() if n.startswith(f"student-tiny-cpu-{m}-s")} == set(
+            range(5)
+        )
+    weights = {
+        c["kd"]["weight"]
+        for n, c in students.items()
+        if "-ot-w" in n or n.startswith("student-tiny-cpu-ot-s")
+    }
+    assert weights == {2.0, 5.0, 10.0}
+    det = [c for n, c in students.items() if "-ot-detached-" in n]
+    assert len(det) == 3 and all(
+        c["kd"]["options"]["detach_scores"] is True and c["kd"]["weight"] == 5.0 for c in det
+    )
+    # the variants share the study's teacher and data; their results carry the variant's tag
+    pred = plan.stage("predict-tiny-cpu-ot-w10-s2").config
+    assert pred["method"] == "bopkd-ot-w10-tinycpu-s2-study"
+    assert plan.stage("student-tiny-cpu-ot-w10-s2").deps == ["data", "teacher"]
 
 
 def test_experiment_preset_is_the_first_experiments_setting():
@@ -409,7 +444,7 @@ def test_experiment_preset_is_the_first_experiments_setting():
     assert synth["viewpoints"] == "linemod" and len(synth["objects"]) == 3
     teacher, ot = plan.stage("teacher").config, plan.stage("student-tiny-cpu-ot-s1").config
     assert teacher["data"]["mode"] == ot["data"]["mode"] == "crop"
-    assert ot["kd"]["weight"] == 5.0 and ot["kd"]["options"]["detach_scores"] is True
+    assert ot["kd"]["weight"] == 5.0 and not ot["kd"].get("options", {}).get("detach_scores")
 
 
 @pytest.mark.parametrize(
