@@ -27,9 +27,11 @@ students 600 iterations with 3 seeds each.
 
 ``quick`` runs every stage on a real BOP dataset at reduced scale (a few thousand PBR training images,
 short schedules, the same tiny networks on 128 px crops); ``paper`` uses the settings of Guo et al.
-(CVPR 2023, GUOShuxuan/kd-6d-pose-adlp): DarkNet-53 teacher, DarkNet-tiny and DarkNet-tiny-h
-students, whole 640x480 images, batch 16, AdamW 1e-3 one-cycle, 10000 iterations per network (the
-``paper`` training preset), OT weight 5; it is meant for GPU machines.
+(CVPR 2023, GUOShuxuan/kd-6d-pose-adlp): the ``paper`` training preset (256x256 dynamic zoom-in crops,
+batch 16, AdamW 1e-3 with a linear one-cycle schedule, 10000 iterations per network), a DarkNet-53
+teacher with timm's ImageNet weights, DarkNet-tiny and DarkNet-tiny-h students from their initial
+weights (the reference has no weights for DarkNet-tiny-h; its ImageNet DarkNet-tiny weights are a local
+file: ``--set student@darknet-tiny.model.pretrained=PATH``), OT weight 5; it is meant for GPU machines.
 """
 
 from __future__ import annotations
@@ -198,7 +200,8 @@ PRESETS: dict[str, PipelinePreset] = {
     ),
     "paper": PipelinePreset(
         name="paper",
-        description="Guo et al. (CVPR 2023): darknet53 teacher, darknet-tiny(-h) students, 640x480, 10k iterations",
+        description="Guo et al. (CVPR 2023): ImageNet darknet53 teacher, darknet-tiny and darknet-tiny-h "
+        "students, 256 px zoom-in crops, batch 16, 10k iterations, OT weight 5",
         train_preset="paper",
         teacher_backbone="darknet53",
         students=("darknet-tiny", "darknet-tiny-h"),
@@ -206,6 +209,11 @@ PRESETS: dict[str, PipelinePreset] = {
         parts=("base", "models", "test_bop19", "train_pbr"),
         synth={"models": "procedural", "train": 20000, "test": 200, "viewpoints": "linemod"},
         train={"ckpt_every": 500},
+        # The training preset loads timm's ImageNet darknet53 for the teacher (train.sh: --backbone_t
+        # darknet53, built with pretrained=True). The students start from their initial weights: the
+        # reference has none for darknet_tiny_h (pretrained=False); pytorchcv's ImageNet darknet_tiny file,
+        # which it loads for darknet_tiny, is given with --set student@darknet-tiny.model.pretrained=PATH.
+        student={"model": {"pretrained": False}},
         kd_weights={"ot": 5.0},
     ),
 }

@@ -31,6 +31,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -48,8 +49,16 @@ class AugmentConfig:
 
     Attributes:
         enabled: master switch.
-        shift: max translation as a fraction of the input size (full mode) or of the box (crop mode).
-        scale: max relative scale change, ``s ~ U(1 - scale, 1 + scale)``.
+        crop_frame: crop mode: where the geometric augmentation acts. ``crop``: the zoom-in crop is rotated
+            about its centre (shift and scale are left to the dynamic zoom-in, ``data.crop_shift`` and
+            ``data.crop_pad_range``). ``image``: the whole image is shifted, scaled and rotated first, then
+            the crop is taken around the moved box, as Guo et al.'s code (GUOShuxuan/kd-6d-pose-adlp:
+            ``libs/dataset.py`` runs ``RandomShiftScaleRotate`` of ``libs/transform.py`` on the image before
+            ``dzi_train`` of ``libs/dzi_libs.py``).
+        shift: max translation as a fraction of the image size (full mode; crop mode with ``crop_frame``
+            ``image``), ``U(-shift, shift)``.
+        scale: max relative scale change, ``s ~ U(1 - scale, 1 + scale)`` (full mode; crop mode with
+            ``crop_frame`` ``image``).
         rotation: max in-plane rotation in degrees, ``U(-rotation, rotation)``; rotates R, t and K
             consistently (see the module docstring).
         brightness, contrast, saturation: jitter factors drawn from ``U(1 - x, 1 + x)``.
@@ -62,6 +71,7 @@ class AugmentConfig:
     """
 
     enabled: bool = True
+    crop_frame: Literal["crop", "image"] = "crop"
     shift: float = 0.05
     scale: float = 0.05
     rotation: float = 10.0
@@ -75,6 +85,8 @@ class AugmentConfig:
     noise: float = 0.0
 
     def validate(self) -> None:
+        if self.crop_frame not in ("crop", "image"):
+            raise BopkdError(f"augment.crop_frame = {self.crop_frame!r}: use 'crop' or 'image'")
         for name in ("shift", "scale", "brightness", "contrast", "saturation", "bg_replace", "blur"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
@@ -133,6 +145,14 @@ def index_affine(A: np.ndarray) -> np.ndarray:
 def resize_affine(src_size: Sequence[int], dst_size: Sequence[int]) -> np.ndarray:
     """(3, 3) map of a whole ``src_size = (W, H)`` image onto ``dst_size = (W', H')`` (may change aspect)."""
     return scaling(dst_size[0] / src_size[0], dst_size[1] / src_size[1])
+
+
+def affine_box(A: np.ndarray, box: Sequence[float]) -> tuple[float, float, float, float]:
+    """The axis-aligned box ``(x, y, w, h)`` around the image of box ``(x, y, w, h)``'s corners under ``A``."""
+    x, y, w, h = (float(v) for v in box)
+    pts = apply_affine(A, [[x, y], [x + w, y], [x, y + h], [x + w, y + h]])
+    lo, hi = pts.min(axis=0), pts.max(axis=0)
+    return float(lo[0]), float(lo[1]), float(hi[0] - lo[0]), float(hi[1] - lo[1])
 
 
 def square_box(box: Sequence[float], pad: float) -> tuple[np.ndarray, float]:

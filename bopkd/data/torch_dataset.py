@@ -413,6 +413,35 @@ class BopTorchDataset(torch.utils.data.Dataset):
         draw = int(np.random.randint(0, 2**31 - 1))  # noqa: NPY002 - the worker's state, seeded by seed_worker
         return np.random.default_rng([self.seed, draw, int(key)])
 
+    def _crop_affine(
+        self,
+        box: tuple[float, float, float, float],
+        rng: np.random.Generator | None,
+        augment: aug.AugmentConfig | None,
+        image_size: tuple[int, int],
+        K0: np.ndarray,
+    ) -> np.ndarray:
+        """The affine original px -> crop px of one crop (see ``AugmentConfig.crop_frame``)."""
+        cfg = self.cfg
+        pre = np.eye(3)
+        if augment is not None and augment.crop_frame == "image":
+            # Shift, scale and rotate the whole image, then crop around the box of the moved object: the
+            # axis-aligned box around the moved box's corners.
+            pre = aug.sample_full_affine(rng, augment, image_size, image_size, K0)
+            box = aug.affine_box(pre, box)
+            augment = None  # no second rotation of the crop
+        A, _, _ = aug.sample_crop_affine(
+            rng,
+            box,
+            cfg.crop_size,
+            cfg.crop_pad,
+            cfg.crop_pad_range,
+            cfg.crop_shift,
+            augment,
+            max_side=max(image_size),
+        )
+        return A @ pre
+
     def __getitem__(self, key) -> dict:
         idx = int(key[0]) if isinstance(key, (tuple, list)) else int(key)
         if not 0 <= idx < len(self):
@@ -447,16 +476,7 @@ class BopTorchDataset(torch.utils.data.Dataset):
         # The affine original px -> input px.
         size = self.input_size
         if crop is not None:
-            A, _, _ = aug.sample_crop_affine(
-                rng,
-                crop.box,
-                cfg.crop_size,
-                cfg.crop_pad,
-                cfg.crop_pad_range,
-                cfg.crop_shift,
-                augment,
-                max_side=max(W0, H0),
-            )
+            A = self._crop_affine(crop.box, rng, augment, (W0, H0), K0)
         elif augment is not None:
             A = aug.sample_full_affine(rng, augment, (W0, H0), size, K0)
         else:

@@ -18,6 +18,10 @@ Normalisation (``norm``): "batch" keeps BatchNorm (as the papers), "group" turns
 GroupNorm (robust to the small batches of CPU training: a previous trial found train/eval BatchNorm
 statistics broke small-batch overfitting), "frozen_batch" freezes BatchNorm statistics and affine
 parameters (for pretrained weights), "auto" = "frozen_batch" when pretrained else "group".
+
+Pretrained weights (``pretrained``): timm's (``True``; timm models only, downloaded or from timm's cache) or
+a local file (a path; every backbone, see :mod:`bopkd.models.pretrained`). The DarkNet-tiny presets have no
+weights to download: they take a file.
 """
 
 from __future__ import annotations
@@ -200,41 +204,66 @@ class Backbone(nn.Module):
         return [feats[i] for i in self._idx]
 
 
-def build_backbone(name: str, levels: list[int], pretrained: bool = False, norm: str = "auto") -> Backbone:
+def resolve_norm(norm: str, pretrained: bool | str) -> str:
+    """The normalisation ``norm`` stands for: "auto" is "frozen_batch" with pretrained weights (timm's or a
+    file), else "group"."""
+    if norm == "auto":
+        return "frozen_batch" if pretrained else "group"
+    return norm
+
+
+def build_backbone(
+    name: str, levels: list[int], pretrained: bool | str = False, norm: str = "auto"
+) -> Backbone:
     """Build a backbone by preset or timm name, returning maps for the levels it has in ``levels``.
+
+    Args:
+        pretrained: False (initial weights), True (timm's pretrained weights, downloaded or cached), or the
+            path of a local weights file (:mod:`bopkd.models.pretrained`), loaded before the norm conversion.
 
     Raises:
         BopkdError: unknown name, pretrained weights unavailable, or no map at the lowest level.
     """
     if norm not in NORMS:
         raise BopkdError(f"unknown backbone norm {norm!r}: use one of {', '.join(NORMS)}")
-    if norm == "auto":
-        norm = "frozen_batch" if pretrained else "group"
+    norm = resolve_norm(norm, pretrained)
+    weights_file = pretrained if isinstance(pretrained, str) else None
     preset = PRESETS.get(name)
     if preset is not None and preset.darknet_stages is not None:
-        if pretrained:
+        if pretrained is True:
             raise BopkdError(
-                f"backbone {name!r} has no pretrained weights in bopkd: set pretrained: false (or load a checkpoint)"
+                f"backbone {name!r} has no pretrained weights to download (bopkd defines it; timm has none): set "
+                "model.pretrained to a local weights file (a state dict of the backbone, or pytorchcv's "
+                "darknet_tiny ImageNet file for darknet-tiny) or to false"
             )
         body = DarkNetTiny(preset.darknet_stages)
         channels, reductions = body.channels, body.reductions
     else:
-        import timm
-
-        timm_name = preset.timm_name if preset is not None else name
-        if not timm.is_model(timm_name):
-            raise BopkdError(
-                f"unknown backbone {name!r}: use a preset ({', '.join(PRESETS)}) or a timm model name "
-                f'(python -c "import timm; print(timm.list_models())")'
-            )
-        try:
-            body = timm.create_model(timm_name, features_only=True, pretrained=pretrained)
-        except Exception as e:  # timm raises many kinds (no weights offline, no features_only support)
-            what = "download its pretrained weights" if pretrained else "build it with features_only=True"
-            raise BopkdError(
-                f"backbone {name!r}: timm could not {what} ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
-                f"use pretrained: false or another backbone"
-            ) from e
+        body = _timm_body(name, preset, pretrained is True)
         channels, reductions = body.feature_info.channels(), body.feature_info.reduction()
+    if weights_file is not None:
+        from bopkd.models.pretrained import load_backbone_weights
+
+        load_backbone_weights(body, weights_file, name)
     body = convert_norm(body, norm)
     return Backbone(body, list(channels), list(reductions), list(levels), name)
+
+
+def _timm_body(name: str, preset: Preset | None, pretrained: bool) -> nn.Module:
+    """``timm.create_model(name, features_only=True, pretrained=pretrained)`` with one-line errors."""
+    import timm
+
+    timm_name = preset.timm_name if preset is not None else name
+    if not timm.is_model(timm_name):
+        raise BopkdError(
+            f"unknown backbone {name!r}: use a preset ({', '.join(PRESETS)}) or a timm model name "
+            f'(python -c "import timm; print(timm.list_models())")'
+        )
+    try:
+        return timm.create_model(timm_name, features_only=True, pretrained=pretrained)
+    except Exception as e:  # timm raises many kinds (no weights offline, no features_only support)
+        what = "download its pretrained weights" if pretrained else "build it with features_only=True"
+        raise BopkdError(
+            f"backbone {name!r}: timm could not {what} ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
+            "set model.pretrained to a local weights file or false, or use another backbone"
+        ) from e

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bopkd.errors import BopkdError
-from bopkd.models.backbones import NORMS, PRESETS, build_backbone, preset_for
+from bopkd.models.backbones import NORMS, PRESETS, build_backbone, preset_for, resolve_norm
 from bopkd.models.fpn import FPN
 from bopkd.models.head import PoseHead
 
@@ -44,7 +44,9 @@ class ModelConfig:
             level. Default P3-P7 as WDR.
         fpn_channels: FPN/head width; None = the preset's (256; 128 for darknet-tiny-h; 32 for tiny-cpu).
         head_convs: convs per head tower; None = the preset's (4; 2 for tiny-cpu).
-        pretrained: load timm's pretrained weights (needs them downloadable or cached).
+        pretrained: backbone weights: false (initial weights), true (timm's pretrained weights, downloaded or
+            cached; timm backbones only) or the path of a local weights file (a state dict of the backbone, or
+            a checkpoint holding one under ``model``; see :mod:`bopkd.models.pretrained`).
         backbone_norm: "auto" | "batch" | "group" | "frozen_batch" (see ``backbones.py``).
         anchor_scale: anchor size / stride.
         prior_prob: initial foreground probability of the classification logits.
@@ -55,7 +57,7 @@ class ModelConfig:
     levels: list[int] = field(default_factory=lambda: [3, 4, 5, 6, 7])
     fpn_channels: int | None = None
     head_convs: int | None = None
-    pretrained: bool = False
+    pretrained: bool | str = False
     backbone_norm: str = "auto"
     anchor_scale: float = 4.0
     prior_prob: float = 0.01
@@ -82,6 +84,10 @@ class ModelConfig:
             )
         if self.levels[0] < 1 or self.levels[-1] > 10:
             raise bad(f"model.levels {list(self.levels)} must lie in 1..10")
+        if not isinstance(self.pretrained, (bool, str)) or self.pretrained == "":
+            raise bad(
+                f"model.pretrained = {self.pretrained!r}: use true, false or the path of a weights file"
+            )
         if self.backbone_norm not in NORMS:
             raise bad(f"model.backbone_norm {self.backbone_norm!r}: use one of {', '.join(NORMS)}")
         for name in ("fpn_channels", "head_convs"):
@@ -105,6 +111,13 @@ class ModelConfig:
             head_convs=self.head_convs if self.head_convs is not None else p.head_convs,
         )
 
+    def without_pretrained(self) -> ModelConfig:
+        """A copy that builds the same network without reading pretrained weights (for a checkpoint's
+        network, whose weights replace them): ``pretrained`` false, ``backbone_norm`` the one it resolved to."""
+        return replace(
+            self, pretrained=False, backbone_norm=resolve_norm(self.backbone_norm, self.pretrained)
+        )
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -123,7 +136,8 @@ class ModelConfig:
             cfg.levels = [int(v) for v in cfg.levels]
             cfg.anchor_scale = float(cfg.anchor_scale)
             cfg.prior_prob = float(cfg.prior_prob)
-            cfg.pretrained = bool(cfg.pretrained)
+            if not isinstance(cfg.pretrained, str):
+                cfg.pretrained = bool(cfg.pretrained)
         except (TypeError, ValueError) as e:
             raise BopkdError(
                 f"{source}: bad model value ({e}): obj_ids and levels are lists of integers"

@@ -10,17 +10,9 @@ problems as one line naming the key, where the value came from, and the allowed 
 (:class:`~bopkd.errors.BopkdError`). ``--set`` values are parsed as YAML scalars/lists
 (``--set data.input_size=[320,240]``, ``--set model.fpn_channels=null``).
 
-Presets (:data:`PRESETS`, in code so that they ship with the package):
-
-- ``paper``: the settings of Guo et al., "Knowledge Distillation for 6D Pose Estimation by Aligning
-  Distributions of Local Predictions" (CVPR 2023; their code GUOShuxuan/kd-6d-pose-adlp,
-  ``configs/*.yaml`` and ``train.sh``): darknet53 teacher, batch 16, AdamW (lr 1e-3, weight decay 1e-4)
-  with a one-cycle schedule (5 % warm-up), gradient clipping 1.0, 640x480 inputs, augmentation shift
-  0.05, scale 0.05, rotation 10 degrees, 10000 iterations.
-- ``paper-crop``: ``paper`` with the 256x256 dynamic zoom-in crops of that code (``libs/dzi_libs.py``:
-  pad 1.5, scale ratio +-0.25, shift +-0.25).
-- ``cpu-quick``: a tiny network on 320x240 inputs, a few hundred iterations on the CPU.
-- ``demo``: crop mode with GT boxes, 128x128 crops, tiny network; the quick end-to-end demo.
+Presets (:data:`PRESETS`, in code so that they ship with the package) live in :mod:`bopkd.train.presets`:
+``paper`` (the settings of Guo et al.'s code, CVPR 2023; ``paper-crop`` is another name of it),
+``cpu-quick`` and ``demo``.
 """
 
 from __future__ import annotations
@@ -41,6 +33,7 @@ from bopkd.data.torch_dataset import DataConfig
 from bopkd.errors import BopkdError, MissingFileError
 from bopkd.losses.task import LossConfig
 from bopkd.models.posenet import ModelConfig
+from bopkd.train.presets import PRESETS
 
 
 @dataclass
@@ -52,11 +45,19 @@ class OptimConfig:
         lr: peak learning rate.
         weight_decay: decoupled weight decay (AdamW) or L2 (SGD).
         betas: AdamW betas.
+        eps: AdamW epsilon (torch's default 1e-8, which Guo et al.'s code passes explicitly).
         momentum: SGD momentum.
         schedule: ``onecycle`` (``torch.optim.lr_scheduler.OneCycleLR``), ``cosine`` or ``constant``.
-        pct_start: one-cycle warm-up fraction of the run (0.05 = 5 %; at least 1.5 steps in short runs; runs of
-            1-2 steps keep the peak lr).
+        pct_start: one-cycle warm-up fraction of the schedule (0.05 = 5 %; at least 1.5 steps in short runs;
+            runs of 1-2 steps keep the peak lr).
         div_factor, final_div_factor: one-cycle start lr = lr / div_factor, end lr = start / final_div_factor.
+        anneal: one-cycle annealing, ``OneCycleLR(anneal_strategy=...)``: ``cos`` (torch's default) or
+            ``linear`` (Guo et al.'s code).
+        cycle_momentum: one-cycle also cycles the momentum (AdamW's beta1, SGD's momentum) inversely to the lr
+            between 0.85 and 0.95 (torch's default); false keeps ``betas``/``momentum`` fixed (Guo et al.'s code).
+        schedule_extra_steps: the one-cycle schedule is planned for ``iters + schedule_extra_steps`` steps, of
+            which the run takes ``iters`` (Guo et al.'s code plans ``MAX_ITER + 100``, so its lr stops a little
+            above the schedule's end value).
         grad_clip: clip the global gradient norm to this (0 = off).
     """
 
@@ -64,11 +65,15 @@ class OptimConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
     momentum: float = 0.9
     schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
     pct_start: float = 0.05
     div_factor: float = 25.0
     final_div_factor: float = 1e4
+    anneal: Literal["cos", "linear"] = "cos"
+    cycle_momentum: bool = True
+    schedule_extra_steps: int = 0
     grad_clip: float = 1.0
 
     def validate(self) -> None:
@@ -76,8 +81,14 @@ class OptimConfig:
             raise BopkdError(f"optim.lr = {self.lr}: the learning rate must be > 0 (the paper uses 1e-3)")
         if self.weight_decay < 0:
             raise BopkdError(f"optim.weight_decay = {self.weight_decay} must be >= 0")
+        if not self.eps > 0:
+            raise BopkdError(f"optim.eps = {self.eps} must be > 0 (the paper uses 1e-8)")
         if not 0 < self.pct_start < 1:
             raise BopkdError(f"optim.pct_start = {self.pct_start} must be in (0, 1) (the paper uses 0.05)")
+        if self.schedule_extra_steps < 0:
+            raise BopkdError(
+                f"optim.schedule_extra_steps = {self.schedule_extra_steps} must be >= 0 (the paper uses 100)"
+            )
         if self.grad_clip < 0:
             raise BopkdError(f"optim.grad_clip = {self.grad_clip} must be >= 0 (0 turns clipping off)")
 
@@ -212,85 +223,6 @@ class RunConfig:
         if self.out:
             return Path(self.out)
         return Path("runs") / f"{self.role}-{self.data.dataset}-{self.model.backbone}"
-
-
-# --- presets ---------------------------------------------------------------------------------------------
-
-#: The paper's optimiser (Guo et al., CVPR 2023 code): AdamW 1e-3, weight decay 1e-4, one-cycle, 5 % warm-up.
-_PAPER_OPTIM = {
-    "name": "adamw",
-    "lr": 1e-3,
-    "weight_decay": 1e-4,
-    "schedule": "onecycle",
-    "pct_start": 0.05,
-    "grad_clip": 1.0,
-}
-#: The paper's settings use no colour jitter.
-_NO_COLOUR_JITTER = {"brightness": 0.0, "contrast": 0.0, "saturation": 0.0, "hue": 0.0}
-
-PRESETS: dict[str, dict] = {
-    "paper": {
-        "model": {"backbone": "darknet53"},
-        "data": {"mode": "full", "input_size": [640, 480], "num_workers": 8},
-        "augment": {
-            "shift": 0.05,
-            "scale": 0.05,
-            "rotation": 10.0,
-            **_NO_COLOUR_JITTER,
-        },
-        "optim": dict(_PAPER_OPTIM),
-        "iters": 10000,
-        "batch_size": 16,
-        "ckpt_every": 1000,
-        "log_every": 20,
-    },
-    "paper-crop": {
-        "model": {"backbone": "darknet53"},
-        "data": {
-            "mode": "crop",
-            "crop_size": 256,
-            "crop_pad": 1.5,
-            "crop_pad_range": [1.125, 1.875],
-            "crop_shift": 0.25,
-            "num_workers": 8,
-        },
-        "augment": {
-            "shift": 0.0,
-            "scale": 0.0,
-            "rotation": 10.0,
-            **_NO_COLOUR_JITTER,
-        },
-        "optim": dict(_PAPER_OPTIM),
-        "iters": 10000,
-        "batch_size": 16,
-    },
-    "cpu-quick": {
-        "model": {"backbone": "tiny-cpu"},
-        "data": {"mode": "full", "input_size": [320, 240], "num_workers": 0},
-        "augment": {"rotation": 5.0},
-        "iters": 200,
-        "batch_size": 4,
-        "device": "cpu",
-        "ckpt_every": 50,
-        "log_every": 10,
-    },
-    "demo": {
-        "model": {"backbone": "tiny-cpu"},
-        "data": {
-            "mode": "crop",
-            "crop_size": 128,
-            "crop_pad": 1.35,
-            "crop_pad_range": [1.2, 1.5],
-            "crop_shift": 0.1,
-            "num_workers": 2,
-        },
-        "augment": {"rotation": 10.0},
-        "iters": 400,
-        "batch_size": 8,
-        "ckpt_every": 100,
-        "log_every": 10,
-    },
-}
 
 
 # --- dict <-> dataclass ----------------------------------------------------------------------------------

@@ -106,7 +106,7 @@ def load_for_inference(checkpoint: str | Path, device: torch.device, overrides: 
         cfg = build_config(base=state["config"], options=overrides or {}, overrides=list(sets))
     except BopkdError as e:
         raise BopkdError(f"{path}: {e}") from None
-    model = build_model(cfg.model)
+    model = build_model(cfg.model.without_pretrained())  # the checkpoint's weights replace pretrained ones
     ckpt.load_model_weights(model, state, path)
     model.to(device).eval()
     if device.type == "cuda":

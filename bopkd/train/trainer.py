@@ -12,8 +12,9 @@ One :class:`Trainer` trains one network (a teacher, or a student with an optiona
   (``bopkd.losses.task.PoseLoss``) is always there; distillation adds its terms. Loss callables that are
   ``nn.Module`` with trainable parameters (e.g. feature adapters) are optimised and checkpointed too.
 - teacher: an optional frozen network (eval mode, no gradients) run on the same augmented batch.
-- optimisation: AdamW (or SGD), one-cycle / cosine / constant schedule, gradient clipping, bf16 autocast
-  and channels-last on CUDA (fp16 with a GradScaler on request), fp32 on the CPU.
+- optimisation (:mod:`bopkd.train.optim`): AdamW (or SGD), one-cycle (cosine or linear annealing, optional
+  momentum cycling) / cosine / constant schedule, gradient clipping, bf16 autocast and channels-last on CUDA
+  (fp16 with a GradScaler on request), fp32 on the CPU.
 - checkpoints (:mod:`bopkd.train.checkpoint`) every ``ckpt_every`` iterations and at the end, with
   everything needed to continue exactly; metrics (:mod:`bopkd.train.logging`); rank 0 only.
 - a non-finite loss or gradient stops the run with a one-line :class:`BopkdError` after saving the last
@@ -37,6 +38,7 @@ from bopkd.train import checkpoint as ckpt
 from bopkd.train import distributed as dist_utils
 from bopkd.train.config import RunConfig, save_config, to_dict
 from bopkd.train.logging import MetricsLogger
+from bopkd.train.optim import make_optimizer, make_scheduler
 from bopkd.train.seed import (
     make_generator,
     opencv_single_threaded,
@@ -132,11 +134,6 @@ def amp_dtype(cfg: RunConfig, device: torch.device) -> torch.dtype | None:
     return torch.float16 if cfg.amp == "fp16" else torch.bfloat16
 
 
-def one_cycle_pct_start(pct_start: float, iters: int) -> float:
-    """The one-cycle warm-up fraction actually used: ``pct_start``, but at least 1.5 steps of ``iters``."""
-    return max(float(pct_start), 1.5 / iters)
-
-
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -192,7 +189,8 @@ def load_frozen_model(path: str | Path, device: torch.device | str = "cpu") -> t
         raise BopkdError(
             f"{p}: the checkpoint's config has no model section; it was not written by bopkd train"
         )
-    model = build_model(ModelConfig.from_dict(model_d, source=f"{p} (model config)"))
+    # The checkpoint's weights replace any pretrained ones: build without reading them (no download, no file).
+    model = build_model(ModelConfig.from_dict(model_d, source=f"{p} (model config)").without_pretrained())
     ckpt.load_model_weights(model, state, p)
     model.to(device).eval()
     model.requires_grad_(False)
@@ -275,8 +273,8 @@ class Trainer:
             self.extra_params += [p for p in m.parameters() if p.requires_grad]
         params += self.extra_params
         self.params = params
-        self.optimizer = self._make_optimizer(params)
-        self.scheduler = self._make_scheduler()
+        self.optimizer = make_optimizer(params, cfg.optim)
+        self.scheduler = make_scheduler(self.optimizer, cfg.optim, cfg.iters)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == torch.float16)
 
         self.dataset = dataset if dataset is not None else self._make_dataset()
@@ -301,30 +299,6 @@ class Trainer:
         self.history: list[dict] = []
 
     # --- construction --------------------------------------------------------------------------------
-
-    def _make_optimizer(self, params: list[nn.Parameter]) -> torch.optim.Optimizer:
-        o = self.cfg.optim
-        if o.name == "adamw":
-            return torch.optim.AdamW(params, lr=o.lr, weight_decay=o.weight_decay, betas=tuple(o.betas))
-        return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
-
-    def _make_scheduler(self) -> torch.optim.lr_scheduler.LRScheduler:
-        o, n = self.cfg.optim, self.cfg.iters
-        if o.schedule == "onecycle" and n >= 3:
-            # OneCycleLR's warm-up ends at step pct_start * n - 1; it must lie inside the run and not at 0
-            # (torch divides by it), so short runs warm up for at least 1.5 steps.
-            return torch.optim.lr_scheduler.OneCycleLR(
-                self.optimizer,
-                max_lr=o.lr,
-                total_steps=n,
-                pct_start=one_cycle_pct_start(o.pct_start, n),
-                div_factor=o.div_factor,
-                final_div_factor=o.final_div_factor,
-            )
-        if o.schedule == "cosine":
-            return torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=n)
-        # "constant", and one-cycle runs of 1 or 2 steps (too short for a cycle): the peak lr throughout.
-        return torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda _: 1.0)
 
     def _make_dataset(self) -> BopTorchDataset:
         return BopTorchDataset(
