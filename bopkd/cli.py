@@ -318,6 +318,14 @@ def report(
         typer.Option("--scores", help="Folder of bopkd score outputs (default RESULTS_DIR/scores)."),
     ] = None,
     title: Annotated[str, typer.Option("--title", help="Report title.")] = "",
+    update_readme: Annotated[
+        Path | None,
+        typer.Option(
+            "--update-readme",
+            help="Also copy OUT/README_results.md into this README's block "
+            "'<!-- results:begin OUT/README_results.md -->' ... '<!-- results:end ... -->'.",
+        ),
+    ] = None,
 ) -> None:
     """Write the comparison report (Markdown, CSV, LaTeX, HTML with figures) of all scored submissions."""
     from bopkd.report.build import build_report
@@ -325,6 +333,11 @@ def report(
     rep = build_report(results_dir, out, scores, title)
     console.print(rep.files["table.md"].read_text())
     console.print(f"report written to {rep.files['report.html']}")
+    if update_readme is not None:
+        from bopkd.report.readme import update_readme as update
+
+        name = update(update_readme, rep.files["README_results.md"])
+        console.print(f"{update_readme}: block {name} updated")
 
 
 # --- training and prediction (bopkd.train) -----------------------------------------------------------

@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from bopkd.errors import BopkdError
+from bopkd.report.settings import RowSettings
 
 
 @dataclass
@@ -27,7 +28,7 @@ class ModelResult:
 
     result_name: str
     csv_path: Path
-    model: str  # row label: "teacher (darknet53)" or "darknet-tiny / ot"
+    model: str  # row label: "teacher (darknet53)" or "darknet-tiny / ot (w=5, live scores)"
     role: str  # "teacher" | "student" | "other"
     backbone: str
     kd: str  # distillation method name, "none" for direct training, "-" for the teacher
@@ -49,6 +50,16 @@ class ModelResult:
     engine: str | None = None
     run_dir: Path | None = None
     recalls_csv: Path | None = None
+    run_config: dict | None = None  # the run's config.yaml
+    config_flat: dict = field(default_factory=dict)  # resolved, flattened (bopkd.report.settings)
+    input_size: tuple[int, int] | None = None  # network input (W, H)
+    input_mode: str | None = None  # "crop" | "full"
+    dataset: str = ""  # DATASET-SPLIT of the result name
+    arch_key: str = ""  # architecture (bopkd.report.speed.arch_key)
+    row_key: str = ""  # every training setting but the seed, plus dataset and protocol
+    base_key: str = ""  # the same without the distillation settings: shared with direct training
+    settings: RowSettings | None = None
+    iteration: int | None = None  # the checkpoint's iteration, when it is not the run's last
 
 
 def _get(d: dict, *keys, default=None):
@@ -90,18 +101,22 @@ def _run_dir(side: dict) -> Path | None:
     return None
 
 
-def _run_seed(run_dir: Path | None) -> int | None:
-    """The ``seed`` of a run's ``config.yaml`` (None when absent or unreadable)."""
-    if run_dir is None or not (run_dir / "config.yaml").is_file():
-        return None
+def _run_config(run_dir: Path | None) -> dict | None:
+    """A run's ``config.yaml`` (written by ``bopkd.train.config.save_config``); None when absent."""
     import yaml
 
-    try:
-        cfg = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
-    except (yaml.YAMLError, OSError, UnicodeDecodeError):
+    path = None if run_dir is None else run_dir / "config.yaml"
+    if path is None or not path.is_file():
         return None
-    seed = cfg.get("seed") if isinstance(cfg, dict) else None
-    return int(seed) if isinstance(seed, int) else None
+    try:
+        cfg = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, OSError, UnicodeDecodeError) as e:
+        raise BopkdError(
+            f"{path}: unreadable run config ({type(e).__name__}); restore or retrain the run"
+        ) from None
+    if not isinstance(cfg, dict):
+        raise BopkdError(f"{path}: the run config is not a mapping; restore or retrain the run")
+    return cfg
 
 
 def per_object_ar(recalls_csv: Path) -> dict[int, float]:
@@ -123,59 +138,64 @@ def per_object_ar(recalls_csv: Path) -> dict[int, float]:
     return {int(k): float(v) for k, v in per_metric.groupby(level="obj_id").mean().items()}
 
 
-def load_result(csv_path: Path, scores_dir: Path) -> ModelResult | None:
-    """One :class:`ModelResult`, or None when the submission has not been scored yet.
+def _bare_label(role: str, backbone: str, kd: str, name: str) -> str:
+    if role == "teacher":
+        return f"teacher ({backbone})"
+    return f"{backbone} / {kd}" if role == "student" else name
 
-    Sidecar keys read (nested ``model.*``/``speed.*`` or the flat keys ``bopkd predict`` writes):
-    role, backbone, kd (``kd_method``), seed (else the run's ``config.yaml``), params, macs,
-    ms_per_image, device, protocol, run_dir (else derived from ``checkpoint``).
-    """
-    from bopkd.eval.naming import parse_result_name
 
-    name = str(parse_result_name(csv_path))
-    sdir = scores_dir / name
-    bop19 = sdir / "scores_bop19.json"
-    if not bop19.is_file():
-        return None
-    side_path = csv_path.with_name(csv_path.name + ".json")
-    side = _read_json(side_path) if side_path.is_file() else {}
+def _partial_iteration(side: dict, cfg: dict | None) -> int | None:
+    """The sidecar's checkpoint ``iteration`` when it is before the run's ``iters`` (an intermediate
+    checkpoint: another model than the run's final one), else None."""
+    it, iters = side.get("iteration"), (cfg or {}).get("iters")
+    if isinstance(it, int) and isinstance(iters, int) and it < iters:
+        return it
+    return None
+
+
+def _from_sidecar(name: str, csv_path: Path, side: dict) -> ModelResult:
     role = str(_get(side, "model.role", "role", default="other"))
     backbone = str(_get(side, "model.backbone", "backbone", default="?"))
     kd = str(_get(side, "model.kd", "kd", "kd_method", default="-" if role == "teacher" else "none"))
+    kd = "-" if role == "teacher" else kd
     run_dir = _run_dir(side)
+    cfg = _run_config(run_dir)
     seed = _get(side, "model.seed", "seed")
-    if seed is None:
-        seed = _run_seed(run_dir)
-    label = (
-        f"teacher ({backbone})"
-        if role == "teacher"
-        else (f"{backbone} / {kd}" if role == "student" else name)
-    )
-    s = _read_json(bop19)
-    r = ModelResult(
+    if seed is None and cfg is not None and isinstance(cfg.get("seed"), int):
+        seed = cfg["seed"]
+    size = _get(side, "input_size", "model.input_size")
+    return ModelResult(
         result_name=name,
         csv_path=csv_path,
-        model=label,
+        model=_bare_label(role, backbone, kd, name),
         role=role,
         backbone=backbone,
-        kd="-" if role == "teacher" else kd,
+        kd=kd,
         seed=None if seed is None else int(seed),
-        ar=_get(s, "bop19_average_recall"),
-        ar_vsd=_get(s, "bop19_average_recall_vsd"),
-        ar_mssd=_get(s, "bop19_average_recall_mssd"),
-        ar_mspd=_get(s, "bop19_average_recall_mspd"),
-        ar_mssd_mspd=_get(s, "bop19_average_recall_mssd_mspd"),
-        time_per_image=_get(s, "bop19_average_time_per_image"),
-        engine=_get(s, "engine"),
         params=_get(side, "model.params", "params"),
         macs=_get(side, "model.macs", "macs"),
         ms_per_image=_get(side, "speed.ms_per_image", "ms_per_image"),
         device=_get(side, "speed.device", "device"),
         protocol=_get(side, "protocol"),
         run_dir=run_dir,
-        recalls_csv=(sdir / "recalls.csv") if (sdir / "recalls.csv").is_file() else None,
+        run_config=cfg,
+        input_size=None if not size else (int(size[0]), int(size[1])),
+        input_mode=_get(side, "input_mode", default=(cfg or {}).get("data", {}).get("mode")),
+        iteration=_partial_iteration(side, cfg),
     )
-    if r.recalls_csv is not None:
+
+
+def _add_scores(r: ModelResult, sdir: Path) -> None:
+    s = _read_json(sdir / "scores_bop19.json")
+    r.ar = _get(s, "bop19_average_recall")
+    r.ar_vsd = _get(s, "bop19_average_recall_vsd")
+    r.ar_mssd = _get(s, "bop19_average_recall_mssd")
+    r.ar_mspd = _get(s, "bop19_average_recall_mspd")
+    r.ar_mssd_mspd = _get(s, "bop19_average_recall_mssd_mspd")
+    r.time_per_image = _get(s, "bop19_average_time_per_image")
+    r.engine = _get(s, "engine")
+    if (sdir / "recalls.csv").is_file():
+        r.recalls_csv = sdir / "recalls.csv"
         r.per_object_ar = per_object_ar(r.recalls_csv)
     ad_path = sdir / "scores_ad.json"
     if ad_path.is_file():
@@ -183,24 +203,93 @@ def load_result(csv_path: Path, scores_dir: Path) -> ModelResult | None:
         r.add_01d = _get(ad, "recall")
         per = _get(ad, "obj_recalls", "per_object", default={}) or {}
         r.per_object_add = {int(k): float(v) for k, v in per.items() if v is not None}
+
+
+def _add_settings(r: ModelResult) -> None:
+    """Row and architecture keys and the run's settings (:mod:`bopkd.report.settings`)."""
+    from bopkd.report.settings import read_run_settings
+    from bopkd.report.speed import arch_key
+
+    source = (
+        str(r.run_dir / "config.yaml")
+        if r.run_config is not None
+        else ("no run folder in the sidecar" if r.run_dir is None else f"no {r.run_dir / 'config.yaml'}")
+    )
+    r.arch_key = arch_key(r.run_config, r.backbone, r.input_mode, r.input_size)
+    where = f"{r.dataset}|{r.protocol}" + ("" if r.iteration is None else f"|it{r.iteration}")
+    fallback = f"{r.role}|{r.backbone}|{r.arch_key}"
+    rs = read_run_settings(r.run_config, source, r.role, r.kd, fallback)
+    r.settings, r.config_flat = rs.settings, rs.config
+    r.row_key, r.base_key = f"{rs.row_key}|{where}", f"{rs.base_key}|{r.arch_key}|{where}"
+
+
+def load_result(csv_path: Path, scores_dir: Path) -> ModelResult | None:
+    """One :class:`ModelResult`, or None when the submission has not been scored yet.
+
+    Sidecar keys read (nested ``model.*``/``speed.*`` or the flat keys ``bopkd predict`` writes):
+    role, backbone, kd (``kd_method``), seed (else the run's ``config.yaml``), params, macs,
+    ms_per_image, device, protocol, input_size, input_mode, run_dir (else derived from ``checkpoint``).
+    The run's ``config.yaml`` gives the row's settings (:mod:`bopkd.report.settings`); ``model`` is the row
+    label as if this were the only submission (:func:`collect_results` labels rows against each other).
+    """
+    from bopkd.eval.naming import parse_result_name
+
+    parsed = parse_result_name(csv_path)
+    name = str(parsed)
+    sdir = scores_dir / name
+    if not (sdir / "scores_bop19.json").is_file():
+        return None
+    side_path = csv_path.with_name(csv_path.name + ".json")
+    r = _from_sidecar(name, csv_path, _read_json(side_path) if side_path.is_file() else {})
+    r.dataset = f"{parsed.dataset}-{parsed.split}" + (f"_{parsed.split_type}" if parsed.split_type else "")
+    _add_scores(r, sdir)
+    _add_settings(r)
+    _label([r])
     return r
+
+
+def _label(results: list[ModelResult]) -> None:
+    """Set each result's ``model`` to its row label (:func:`bopkd.report.settings.row_labels`)."""
+    from bopkd.report.settings import RunSettings, row_labels
+
+    base = {
+        r.row_key: _bare_label(r.role, r.backbone, r.kd, r.result_name)
+        + ("" if r.iteration is None else f" at iteration {r.iteration}")
+        for r in results
+    }
+    runs = {r.row_key: RunSettings(r.settings, r.row_key, r.base_key, r.config_flat) for r in results}
+    labels = row_labels(base, runs)
+    where = {(r.dataset, r.protocol) for r in results}
+    for r in results:
+        r.model = labels[r.row_key] + (f" [{r.dataset}, {r.protocol}]" if len(where) > 1 else "")
+
+
+def _check_seeds(results: list[ModelResult]) -> None:
+    seen: dict[tuple[str, int], Path] = {}
+    for r in results:
+        if r.seed is None:
+            continue
+        other = seen.setdefault((r.row_key, r.seed), r.csv_path)
+        if other != r.csv_path:
+            raise BopkdError(
+                f"{r.csv_path}: same settings and seed {r.seed} as {other}; report only one of them "
+                "(bopkd report takes every CSV of the folder: move the other out)"
+            )
 
 
 def collect_results(
     results_dir: Path, scores_dir: Path | None = None, csvs: list[Path] | None = None
 ) -> list[ModelResult]:
     """All scored submissions in ``results_dir`` (scores in ``results_dir/scores`` by default), or only
-    the files ``csvs`` (e.g. those of one pipeline run, when the folder holds other datasets' too)."""
+    the files ``csvs`` (e.g. those of one pipeline run, when the folder holds other datasets' too).
+    Results are labelled by their settings and checked for one submission per row and seed."""
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise BopkdError(f"{results_dir}: no such results folder; run bopkd predict and bopkd score first")
     scores_dir = Path(scores_dir) if scores_dir else results_dir / "scores"
     out = []
     for csv in sorted(results_dir.glob("*.csv")) if csvs is None else [Path(c) for c in csvs]:
-        try:
-            r = load_result(csv, scores_dir)
-        except BopkdError:
-            raise
+        r = load_result(csv, scores_dir)
         if r is not None:
             out.append(r)
     if not out:
@@ -208,15 +297,26 @@ def collect_results(
             f"{results_dir}: no scored submissions (looked for {scores_dir}/<name>/scores_bop19.json); "
             f"run: bopkd score {results_dir}/*.csv --out {scores_dir}"
         )
+    _label(out)
+    _check_seeds(out)
     return out
 
 
-def results_frame(results: list[ModelResult]) -> pd.DataFrame:
-    """One row per submission (seeds not aggregated)."""
+def results_frame(results: list[ModelResult], speeds: dict | None = None) -> pd.DataFrame:
+    """One row per submission (seeds not aggregated).
+
+    With ``speeds`` (:func:`bopkd.report.speed.architecture_speeds`), ``ms/image`` and ``device`` are the
+    architecture's (one figure for all its rows), ``predict ms/image`` the median of its sidecars and
+    ``sidecar ms/image`` this submission's own; without, ``ms/image`` is the submission's sidecar figure.
+    """
     rows = []
     for r in results:
+        sp = (speeds or {}).get(r.arch_key)
         row = {
             "model": r.model,
+            "row_key": r.row_key,
+            "base_key": r.base_key,
+            "arch_key": r.arch_key,
             "role": r.role,
             "backbone": r.backbone,
             "kd": r.kd,
@@ -229,8 +329,11 @@ def results_frame(results: list[ModelResult]) -> pd.DataFrame:
             "ADD(-S)-0.1d": r.add_01d,
             "params": r.params,
             "MACs": r.macs,
-            "ms/image": r.ms_per_image,
-            "device": r.device,
+            "ms/image": r.ms_per_image if sp is None else sp.ms_per_image,
+            "predict ms/image": r.ms_per_image if sp is None else sp.predict_ms_per_image,
+            "sidecar ms/image": r.ms_per_image,
+            "device": r.device if sp is None else sp.device,
+            "speed": "this submission's sidecar" if sp is None else sp.method,
             "protocol": r.protocol,
             "result": r.result_name,
         }

@@ -1,5 +1,6 @@
 """Report figures (matplotlib, Agg backend): per-object accuracy, recall-vs-threshold curves, training
-loss curves and accuracy versus model size and speed. Each function returns a Figure (or None when the
+loss curves, accuracy versus model size and speed, each row's seeds as points, and the paired differences
+to direct training with their 95 % intervals. Each function returns a Figure (or None when the
 data it needs is absent) that the caller saves."""
 
 from __future__ import annotations
@@ -24,23 +25,70 @@ _KD_COLORS = {
     "fkd+ot": "#9467bd",
 }
 
+_MARKERS = ("o", "s", "^", "D", "v", "P")
+_LINES = ("-", "--", ":", "-.")
+_HATCHES = (None, "..", "xx", "\\\\", "++", "oo")
+
+
+def _styles(models) -> dict[str, dict]:
+    """Per row label (``models``: (label, kd) pairs in order): the method's colour; rows of one method told
+    apart by marker, line style and bar hatch."""
+    count: dict[str, int] = {}
+    out: dict[str, dict] = {}
+    for label, kd in models:
+        if label in out:
+            continue
+        i = count.get(kd, 0)
+        count[kd] = i + 1
+        out[label] = {
+            "color": _KD_COLORS.get(kd),
+            "marker": _MARKERS[i % len(_MARKERS)],
+            "ls": _LINES[i % len(_LINES)],
+            "hatch": "//" if kd == "-" else _HATCHES[i % len(_HATCHES)],
+        }
+    return out
+
+
+def _legend_below(fig, handles, labels, axes_height: float) -> None:
+    """A legend under the axes, one label per line (row labels are long), the figure made taller for it."""
+    leg_h = 0.19 * len(labels) + 0.25
+    fig.set_size_inches(fig.get_size_inches()[0], axes_height + leg_h)
+    fig.legend(handles, labels, loc="lower left", bbox_to_anchor=(0.01, 0.0), fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, leg_h / (axes_height + leg_h), 1, 1))
+
+
+#: Per-object columns, in order of preference: (column prefix, axis label, caption).
+PER_OBJECT = (
+    (
+        "AR obj ",
+        "AR per object (%)",
+        "Per-object AR by model (each object's BOP'19 recalls, averaged over thresholds and metrics)",
+    ),
+    ("ADD(-S) obj ", "ADD(-S)-0.1d (%)", "Per-object ADD(-S)-0.1d by model"),
+)
+
+
+def per_object_metric(table: pd.DataFrame) -> tuple[str, str, str, list[str]] | None:
+    """``(prefix, axis label, caption, columns)`` of the per-object accuracy :func:`per_object_bars` draws:
+    AR per object when the scores have it, else ADD(-S)-0.1d; None when there is neither."""
+    for prefix, label, caption in PER_OBJECT:
+        cols = [c for c in table.columns if c.startswith(prefix) and not c.endswith(" std")]
+        if cols:
+            return prefix, label, caption, cols
+    return None
+
 
 def per_object_bars(table: pd.DataFrame):
     """Grouped bars: per-object accuracy (x) for each model (colour by distillation method, the teacher
-    hatched): AR per object (``AR obj k``: BOP'19 recalls of the object's targets averaged over thresholds
-    and metrics) when the scores have it, else ADD(-S)-0.1d per object."""
-    choices = (("AR obj ", "AR per object (%)"), ("ADD(-S) obj ", "ADD(-S)-0.1d (%)"))
-    found = [
-        (p, label, [c for c in table.columns if c.startswith(p) and not c.endswith(" std")])
-        for p, label in choices
-    ]
-    found = [f for f in found if f[2]]
-    if not found:
+    hatched), the metric of :func:`per_object_metric` (named on the axis and in the title)."""
+    found = per_object_metric(table)
+    if found is None:
         return None
-    prefix, ylabel, cols = found[0]
+    prefix, ylabel, _caption, cols = found
     objs = [c.replace(prefix, "") for c in cols]
     n = len(table)
-    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(objs) + 2), 3.8))
+    fig, ax = plt.subplots(figsize=(max(8, 1.1 * len(objs) + 2), 3.8))
+    styles = _styles(zip(table["model"], table["kd"], strict=True))
     width = 0.8 / max(n, 1)
     x = np.arange(len(objs))
     top = 0.0
@@ -53,8 +101,8 @@ def per_object_bars(table: pd.DataFrame):
             vals,
             width,
             label=row["model"],
-            color=_KD_COLORS.get(row["kd"]),
-            hatch="//" if row.get("role") == "teacher" else None,
+            color=styles[row["model"]]["color"],
+            hatch=styles[row["model"]]["hatch"],
             edgecolor="white",
             yerr=None if np.all(np.isnan(errs)) else errs,
             capsize=2,
@@ -62,9 +110,111 @@ def per_object_bars(table: pd.DataFrame):
     ax.set_xticks(x, [f"obj {o}" for o in objs])
     ax.set_ylabel(ylabel)
     ax.set_ylim(0, min(100.0, max(10.0, 1.25 * top)))
-    ax.set_title("Per-object accuracy by model")
-    ax.legend(fontsize=7, ncol=2)
+    ax.set_title(f"{ylabel.replace(' (%)', '')} by model")
     ax.grid(axis="y", alpha=0.3)
+    _legend_below(fig, *ax.get_legend_handles_labels(), 3.8)
+    return fig
+
+
+def _wrap(label: str, width: int = 44) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(label, width)) or label
+
+
+def _main_metrics(frame: pd.DataFrame, have) -> list[str]:
+    first = next((m for m in ("AR", "AR_MSSD_MSPD") if have(m)), None)
+    return [m for m in (first, "ADD(-S)-0.1d") if m is not None and have(m)]
+
+
+def seed_points(runs: pd.DataFrame, order: list[str]):
+    """Each row's seeds as points (one panel per score: AR, else AR_MSSD_MSPD, and ADD(-S)-0.1d), the mean
+    over seeds a vertical bar, ``n`` written at the right; rows in ``order`` (labels, top to bottom)."""
+
+    def have(m):
+        return m in runs and pd.to_numeric(runs[m], errors="coerce").notna().any()
+
+    metrics = _main_metrics(runs, have)
+    if not metrics or not order:
+        return None
+    fig, axes = plt.subplots(
+        1, len(metrics), figsize=(6.5 * len(metrics), 0.55 * len(order) + 1.6), squeeze=False
+    )
+    for ax, m in zip(axes[0], metrics, strict=True):
+        for i, label in enumerate(order):
+            g = runs[runs["model"] == label]
+            v = 100.0 * pd.to_numeric(g[m], errors="coerce").dropna().to_numpy(float)
+            color = _KD_COLORS.get(g["kd"].iloc[0]) if len(g) else None
+            y = len(order) - 1 - i
+            offs = np.linspace(-0.15, 0.15, len(v)) if len(v) > 1 else np.zeros(len(v))
+            ax.scatter(v, y + offs, s=28, color=color, alpha=0.85, zorder=3)
+            if len(v):
+                ax.plot([v.mean()] * 2, [y - 0.3, y + 0.3], color="black", lw=2, zorder=4)
+            ax.annotate(
+                f"n={len(v)}",
+                (1.0, y),
+                xycoords=("axes fraction", "data"),
+                xytext=(4, 0),
+                textcoords="offset points",
+                va="center",
+                fontsize=7,
+            )
+        ax.set_yticks(range(len(order)), [_wrap(o) for o in reversed(order)], fontsize=7)
+        ax.set_xlabel(f"{m} (%): points = seeds, bar = mean")
+        ax.grid(axis="x", alpha=0.3)
+        ax.set_title(f"{m} per seed")
+    for ax in axes[0][1:]:
+        ax.set_yticklabels([])
+    fig.tight_layout()
+    return fig
+
+
+def paired_intervals(paired: pd.DataFrame):
+    """Paired difference to direct training per distilled row (:func:`bopkd.report.stats.paired_differences`):
+    the mean as a point and its 95 % t interval as a line; a hollow point and ``n=1`` where one seed is
+    shared (no interval); one panel per score (AR, else AR_MSSD_MSPD, and ADD(-S)-0.1d)."""
+    if paired is None or paired.empty or not (paired["n"] > 0).any():
+        return None
+
+    def have(m):
+        return ((paired["metric"] == m) & (paired["n"] > 0)).any()
+
+    metrics = _main_metrics(paired, have)
+    order = list(dict.fromkeys(paired["model"]))
+    fig, axes = plt.subplots(
+        1, len(metrics), figsize=(6.5 * len(metrics), 0.55 * len(order) + 1.6), squeeze=False
+    )
+    for ax, m in zip(axes[0], metrics, strict=True):
+        sub = paired[paired["metric"] == m].set_index("model")
+        for i, label in enumerate(order):
+            y = len(order) - 1 - i
+            if label not in sub.index or sub.loc[label, "n"] == 0:
+                ax.annotate("no direct row", (0, y), fontsize=7, va="center", color="#777777")
+                continue
+            r = sub.loc[label]
+            color = _KD_COLORS.get(r["kd"])
+            if r["n"] >= 2:
+                ax.plot([r["ci low"], r["ci high"]], [y, y], color=color, lw=2)
+                ax.plot(r["mean diff"], y, "o", color=color, ms=6)
+            else:
+                ax.plot(r["mean diff"], y, "o", mfc="white", color=color, ms=6)
+            ax.annotate(
+                f"n={int(r['n'])}" + (" (no interval)" if r["n"] == 1 else ""),
+                (1.0, y),
+                xycoords=("axes fraction", "data"),
+                xytext=(4, 0),
+                textcoords="offset points",
+                va="center",
+                fontsize=7,
+            )
+        ax.axvline(0.0, color="black", lw=0.8)
+        ax.set_yticks(range(len(order)), [_wrap(o) for o in reversed(order)], fontsize=7)
+        ax.set_ylim(-0.7, len(order) - 0.3)
+        ax.set_xlabel(f"{m}: distilled minus direct (points), 95 % t interval")
+        ax.grid(axis="x", alpha=0.3)
+        ax.set_title(f"Paired difference in {m}")
+    for ax in axes[0][1:]:
+        ax.set_yticklabels([])
     fig.tight_layout()
     return fig
 
@@ -94,6 +244,7 @@ def recall_curves(results: list[ModelResult]):
     if not seen:
         return None
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    styles = _styles((label, r.kd) for label, r in seen.items())
     for ax, metric, xlabel in zip(
         axes,
         ("mssd", "mspd", "vsd"),
@@ -108,10 +259,11 @@ def recall_curves(results: list[ModelResult]):
             ax.plot(
                 rec["threshold"],
                 100 * rec["recall"],
-                marker="o",
+                marker=styles[label]["marker"],
+                ls=styles[label]["ls"],
                 ms=3,
                 label=label,
-                color=_KD_COLORS.get(r.kd),
+                color=styles[label]["color"],
             )
             drawn = True
         ax.set_title(metric.upper() + ("" if drawn else " (not computed)"))
@@ -119,8 +271,7 @@ def recall_curves(results: list[ModelResult]):
         ax.set_ylabel("recall (%)")
         ax.set_ylim(0, 100)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
+    _legend_below(fig, *axes[0].get_legend_handles_labels(), 3.6)
     return fig
 
 
@@ -145,33 +296,34 @@ def loss_curves(results: list[ModelResult]):
                 seen[r.model] = (r, m)
     if not seen:
         return None
-    fig, ax = plt.subplots(figsize=(7, 3.8))
-    for label, (r, m) in seen.items():
+    fig, ax = plt.subplots(figsize=(9, 3.8))
+    styles = _styles((label, r.kd) for label, (r, _m) in seen.items())
+    for label, (_r, m) in seen.items():
         it = m["iter"] if "iter" in m else np.arange(len(m))
         loss_col = "loss" if "loss" in m else next((c for c in m.columns if c.startswith("loss")), None)
         if loss_col is None:
             continue
         y = m[loss_col].rolling(max(1, len(m) // 50), min_periods=1).mean()
-        ax.plot(it, y, label=label, color=_KD_COLORS.get(r.kd))
+        ax.plot(it, y, label=label, color=styles[label]["color"], ls=styles[label]["ls"])
     ax.set_xlabel("iteration")
     ax.set_ylabel("training loss (smoothed)")
     ax.set_yscale("log")
     ax.set_title("Training loss per model")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
+    _legend_below(fig, *ax.get_legend_handles_labels(), 3.8)
     return fig
 
 
 def accuracy_vs_cost(table: pd.DataFrame):
     """AR (else AR_MSSD_MSPD, else ADD(-S)-0.1d) versus parameters and versus ms/image, one marker per model
-    (colour by distillation method, the teacher a square), named in the legend."""
+    (colour by distillation method, marker by row within a method), named in the legend."""
     from matplotlib.ticker import ScalarFormatter
 
     metric = next(
         (m for m in ("AR", "AR_MSSD_MSPD", "ADD(-S)-0.1d") if m in table and table[m].notna().any()), "AR"
     )
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    styles = _styles(zip(table["model"], table["kd"], strict=True))
     handles = {}
     for ax, col, xlabel in zip(axes, ("params", "ms/image"), ("parameters", "ms / image"), strict=True):
         xs = []
@@ -183,9 +335,9 @@ def accuracy_vs_cost(table: pd.DataFrame):
                 row[col],
                 row[metric],
                 yerr=None if std is None or pd.isna(std) else std,
-                fmt="s" if row.get("role") == "teacher" else "o",
+                fmt=styles[row["model"]]["marker"],
                 ms=7,
-                color=_KD_COLORS.get(row["kd"]),
+                color=styles[row["model"]]["color"],
                 capsize=3,
             )
             handles.setdefault(row["model"], h)
@@ -200,8 +352,7 @@ def accuracy_vs_cost(table: pd.DataFrame):
     axes[1].set_title(f"speed on {dev}" if dev else "speed")
     axes[0].set_title("size")
     if handles:
-        fig.legend(list(handles.values()), list(handles), fontsize=7, loc="center right")
-        fig.tight_layout(rect=(0, 0, 0.84, 1))
+        _legend_below(fig, list(handles.values()), list(handles), 3.8)
     else:
         fig.tight_layout()
     return fig

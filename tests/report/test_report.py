@@ -18,6 +18,26 @@ from bopkd.report.build import build_report
 from bopkd.report.collect import collect_results, load_result
 
 
+def write_run(run: Path, role: str, kd: str, seed: int, config: dict | None) -> Path:
+    """A run folder: config.yaml (the reference's task loss, the method's default kd options, sections
+    updated by ``config``) and metrics.csv."""
+    (run / "checkpoints").mkdir(parents=True, exist_ok=True)
+    cfg = {
+        "seed": seed,
+        "role": role,
+        "loss": {"weight_cls": 0.1, "reduction": "sum"},
+        "kd": {"method": kd if role == "student" else "none", "weight": None, "options": {}},
+        "out": str(run),
+    }
+    for k, v in (config or {}).items():
+        cfg[k] = {**cfg[k], **v} if isinstance(v, dict) and isinstance(cfg.get(k), dict) else v
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    pd.DataFrame({"iter": [10, 20, 30], "loss": [1.0, 0.5 + seed * 0.1, 0.25]}).to_csv(
+        run / "metrics.csv", index=False
+    )
+    return run
+
+
 def write_submission(
     results: Path,
     method: str,
@@ -36,16 +56,15 @@ def write_submission(
     params: int = 1000,
     ms: float = 5.0,
     nested: bool = False,
+    config: dict | None = None,
+    side_extra: dict | None = None,
 ) -> str:
-    """A fake scored submission: CSV, sidecar (flat keys of bopkd predict, or nested), run folder and scores."""
+    """A fake scored submission: CSV, sidecar (flat keys of bopkd predict, or nested, plus ``side_extra``),
+    run folder (:func:`write_run`; no ``model`` section unless ``config`` gives one, so the report takes the
+    sidecars' speed) and scores (:func:`write_scores`)."""
     name = f"{method}_{dataset}-test"
     (results / f"{name}.csv").write_text("scene_id,im_id,obj_id,score,R,t,time\n")
-    run = results.parent / "runs" / method
-    (run / "checkpoints").mkdir(parents=True, exist_ok=True)
-    (run / "config.yaml").write_text(yaml.safe_dump({"seed": seed, "role": role}))
-    pd.DataFrame({"iter": [10, 20, 30], "loss": [1.0, 0.5 + seed * 0.1, 0.25]}).to_csv(
-        run / "metrics.csv", index=False
-    )
+    run = write_run(results.parent / "runs" / method, role, kd, seed, config)
     if nested:
         side = {
             "model": {
@@ -72,9 +91,7 @@ def write_submission(
             "protocol": "oracle-gt-boxes",
             "checkpoint": str(run / "checkpoints" / "final.pt"),
         }
-    (results / f"{name}.csv.json").write_text(json.dumps(side))
-    sdir = results / "scores" / name
-    sdir.mkdir(parents=True)
+    (results / f"{name}.csv.json").write_text(json.dumps({**side, **(side_extra or {})}))
     s = {
         "bop19_average_recall": ar,
         "bop19_average_recall_vsd": vsd,
@@ -85,7 +102,15 @@ def write_submission(
     }
     if vsd is None:
         s["bop19_average_recall_mssd_mspd"] = (mssd + mspd) / 2
-    (sdir / "scores_bop19.json").write_text(json.dumps(s))
+    write_scores(results / "scores" / name, s, add, per_obj)
+    return name
+
+
+def write_scores(sdir: Path, bop19: dict, add: float, per_obj: dict[int, float]) -> None:
+    """Score files as bopkd score writes them: scores_bop19.json, scores_ad.json and recalls.csv (MSSD and
+    MSPD recalls 0.1, 0.2 ... 1.0 over their 10 thresholds, for every object)."""
+    sdir.mkdir(parents=True)
+    (sdir / "scores_bop19.json").write_text(json.dumps(bop19))
     (sdir / "scores_ad.json").write_text(
         json.dumps({"recall": add, "obj_recalls": {str(k): v for k, v in per_obj.items()}})
     )
@@ -105,7 +130,6 @@ def write_submission(
                     }
                 )
     pd.DataFrame(rows).to_csv(sdir / "recalls.csv", index=False)
-    return name
 
 
 @pytest.fixture
@@ -175,28 +199,30 @@ def test_collect_reads_predict_sidecars_and_derives_seed_and_run_dir(results):
     t = load_result(results / "bopkd-teacher-big-s0_demo-test.csv", results / "scores")
     assert (t.role, t.kd, t.model) == ("teacher", "-", "teacher (big)")
     nested = load_result(results / "bopkd-ot-small-s1_demo-test.csv", results / "scores")
-    assert (nested.kd, nested.seed, nested.model) == ("ot", 1, "small / ot")
+    assert (nested.kd, nested.seed) == ("ot", 1)
+    assert nested.model == "small / ot (w=5, no teacher-PnP filter — deviation)"  # default kd options
     # not scored yet: skipped
     (results / "bopkd-fkd-small-s0_demo-test.csv").write_text("x")
     assert load_result(results / "bopkd-fkd-small-s0_demo-test.csv", results / "scores") is None
 
 
-def test_table_aggregates_seeds_and_gains_over_the_direct_student(results, tmp_path):
+def test_table_aggregates_seeds_and_paired_gains_over_the_direct_student(results, tmp_path):
     rep = build_report(results, tmp_path / "rep", title="T")
     t = rep.table.set_index("kd")
     assert list(rep.table["kd"]) == ["-", "none", "ot"]
     assert t.loc["ot", "seeds"] == 2
     assert t.loc["ot", "AR"] == pytest.approx(35.0)
     assert t.loc["ot", "AR std"] == pytest.approx(np.std([30.0, 40.0], ddof=1))
-    assert t.loc["ot", "gain AR"] == pytest.approx(15.0)
-    assert t.loc["ot", "gain ADD(-S)-0.1d"] == pytest.approx(40.0 - 30.0)
+    # gains are paired: only seed 0 has both ot (30, 35) and direct training (20, 30)
+    assert t.loc["ot", "gain AR"] == pytest.approx(30.0 - 20.0)
+    assert t.loc["ot", "gain ADD(-S)-0.1d"] == pytest.approx(35.0 - 30.0)
     assert t.loc["ot", "ADD(-S) obj 1"] == pytest.approx(40.0)
     # per-object AR from recalls.csv: recalls 0.1 .. 1.0 over the 10 thresholds of MSSD and of MSPD
     assert t.loc["ot", "AR obj 2"] == pytest.approx(55.0)
     assert np.isnan(t.loc["-", "gain AR"]) and t.loc["none", "gain AR"] == 0
     assert "AR_MSSD_MSPD" not in rep.files["table.md"].read_text()  # VSD was computed: not shown
     md = rep.files["table.md"].read_text()
-    assert "35.0 ± 7.1" in md and "+15.0" in md and "teacher (big)" in md and "small / ot" in md
+    assert "35.0 ± 7.1" in md and "+10.0" in md and "teacher (big)" in md and "small / ot (w=5" in md
 
 
 def test_report_files_notes_and_figures(results, tmp_path):
@@ -208,13 +234,17 @@ def test_report_files_notes_and_figures(results, tmp_path):
         "fig_recall_curves.png",
         "fig_loss_curves.png",
         "fig_accuracy_vs_cost.png",
+        "fig_seeds.png",
+        "fig_paired.png",
     ):
         img = mpimg.imread(rep.files[f])
         assert img.ndim == 3 and img.shape[0] > 200 and img.shape[1] > 400
         assert img[..., :3].std() > 0.01  # not blank
     html = rep.files["report.html"].read_text()
     assert "My title" in html and "first note" in html and "second &lt;note&gt;" in html
-    assert html.count("data:image/png;base64,") == 4
+    assert html.count("data:image/png;base64,") == 6
+    # the per-object figure draws AR per object (recalls.csv present) and is captioned so
+    assert "<h2>Per-object AR by model" in html and "Per-object ADD(-S)" not in html
     md = rep.files["report.md"].read_text()
     assert md.startswith("# My title") and "**Note:** first note" in md and "![" in md
     assert "oracle-gt-boxes" in md
@@ -247,7 +277,7 @@ def test_only_the_given_csvs_and_depthless_scores(tmp_path):
     t = rep.table.set_index("kd")
     assert t["AR"].isna().all()
     assert t.loc["ot", "AR_MSSD_MSPD"] == pytest.approx(45.0)
-    assert t.loc["ot", "gain AR_MSSD_MSPD"] == pytest.approx(5.0)
+    assert t.loc["ot", "gain AR_MSSD_MSPD"] == pytest.approx(5.0)  # seed 0 of both
     md = rep.files["table.md"].read_text()
     assert "AR_MSSD_MSPD" in md and "gain AR_MSSD_MSPD" in md
     assert rep.files["fig_accuracy_vs_cost.png"].is_file()

@@ -1,0 +1,144 @@
+"""One speed figure per architecture, so that identical networks report identical speeds.
+
+``bopkd predict`` times every submission on its own (forward, decoding and PnP of that run, on a machine that
+may be busy with other jobs), so identical students report different ms/image. The report instead gives every
+row of one architecture (backbone, ``model`` section of the run config, input mode and size) the same figures:
+
+* ``ms/image`` (forward pass): measured once per architecture by :func:`measure_forward`: a network built
+  from the run config (random weights: the operations and their cost do not depend on the values), in eval
+  mode without gradients, on a zero batch of ``batch_size`` inputs of the submission's input size; ``warmup``
+  untimed batches, then the **median** wall time of ``batches`` (at least 20) timed batches divided by the
+  batch size. On CUDA the inputs are channels-last and the forward runs under bf16 autocast unless the
+  config's ``amp`` is ``off``, as in ``bopkd predict``; the time is taken between ``torch.cuda.synchronize``
+  calls. On the CPU every architecture runs with the report process's torch thread count (not each run's
+  ``cpu_threads``), so that the figures compare; the device name states the count.
+* ``predict ms/image`` (forward, decoding and PnP-RANSAC as ``bopkd predict`` measured them): the **median**
+  over the sidecars of all submissions of the architecture.
+
+When an architecture cannot be built (no run config with a ``model`` section, no input size in the sidecars,
+or the report is asked not to measure), its ``ms/image`` is the median of its sidecars' and
+:attr:`Speed.method` says so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import statistics
+import time
+from dataclasses import dataclass, fields
+
+from bopkd.errors import BopkdError
+
+#: Timed batches (median taken) and untimed warm-up batches of :func:`measure_forward`.
+BATCHES = 20
+WARMUP = 5
+
+
+@dataclass
+class Speed:
+    """The speed figures shared by all rows of one architecture."""
+
+    ms_per_image: float | None
+    device: str
+    method: str  # how ms_per_image was obtained, in words
+    predict_ms_per_image: float | None = None  # median over the architecture's sidecars
+    n_sidecars: int = 0
+
+
+def arch_key(config: dict | None, backbone: str, mode: str | None, input_size) -> str:
+    """Key of an architecture: the run config's ``model`` section (or the backbone name without a config),
+    the input mode and the input size ``(W, H)``."""
+    model = (config or {}).get("model") if isinstance((config or {}).get("model"), dict) else None
+    d = {"model": model or {"backbone": backbone}, "mode": mode, "size": list(input_size or [])}
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def _model_from_config(config: dict, source: str):
+    from bopkd.models.posenet import ModelConfig, build_model
+
+    m = config.get("model")
+    if not isinstance(m, dict):
+        raise BopkdError(
+            f"{source}: the run config has no model section; cannot build the network to time it"
+        )
+    names = {f.name for f in fields(ModelConfig)}
+    mc = ModelConfig(**{k: v for k, v in m.items() if k in names})
+    mc.pretrained = False  # timing only: no weight download
+    return build_model(mc.validate(source))
+
+
+def measure_forward(
+    config: dict,
+    input_size: tuple[int, int],
+    device: str = "auto",
+    batches: int = BATCHES,
+    warmup: int = WARMUP,
+    batch_size: int = 1,
+    source: str = "the run config",
+) -> tuple[float, str]:
+    """``(ms per image, device name)``: median forward time per input (see the module docstring).
+
+    ``input_size`` is ``(W, H)`` as the sidecar's ``input_size``.
+    """
+    import torch
+
+    from bopkd.train.trainer import device_name, resolve_device
+
+    if batches < 20:
+        raise BopkdError(
+            f"{source}: speed needs at least 20 timed batches for a stable median, got {batches}"
+        )
+    dev = resolve_device(device)
+    model = _model_from_config(config, source).to(dev).eval()
+    x = torch.zeros(batch_size, 3, int(input_size[1]), int(input_size[0]), device=dev)
+    cuda = dev.type == "cuda"
+    if cuda:
+        model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    amp = cuda and config.get("amp") != "off"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    times = []
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+        for i in range(warmup + batches):
+            sync()
+            t0 = time.perf_counter()
+            model(x)
+            sync()
+            if i >= warmup:
+                times.append(time.perf_counter() - t0)
+    return 1000.0 * statistics.median(times) / batch_size, device_name(dev)
+
+
+def architecture_speeds(results, device: str | None = "auto") -> dict[str, Speed]:
+    """:class:`Speed` per architecture key of ``results`` (:class:`bopkd.report.collect.ModelResult`).
+
+    ``device``: where to time the forward pass (``auto``: CUDA when available, else the CPU); None: do not
+    measure, use the median of the sidecars.
+    """
+    groups: dict[str, list] = {}
+    for r in results:
+        groups.setdefault(r.arch_key, []).append(r)
+    out = {}
+    for key, rs in groups.items():
+        side = [float(r.ms_per_image) for r in rs if r.ms_per_image is not None]
+        side_dev = sorted({r.device for r in rs if r.device})
+        predict_ms = statistics.median(side) if side else None
+        cfg_r = next(
+            (r for r in rs if r.input_size and isinstance((r.run_config or {}).get("model"), dict)), None
+        )
+        why = ""
+        if device is not None and cfg_r is not None:
+            try:
+                ms, name = measure_forward(
+                    cfg_r.run_config, cfg_r.input_size, device, source=str(cfg_r.run_dir / "config.yaml")
+                )
+            except (BopkdError, RuntimeError, ValueError) as e:  # e.g. a backbone this install cannot build
+                why = f"; timing failed: {(str(e).splitlines() or [type(e).__name__])[0]}"
+            else:
+                how = f"forward pass, median of {BATCHES} batches of 1 after {WARMUP} warm-up, timed by the report"
+                out[key] = Speed(ms, name, how, predict_ms, len(side))
+                continue
+        how = f"median over {len(side)} predict sidecars (forward, decoding, PnP){why}"
+        out[key] = Speed(predict_ms, ", ".join(side_dev), how, predict_ms, len(side))
+    return out
