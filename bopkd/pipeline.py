@@ -73,6 +73,16 @@ VOLATILE_TRAIN_KEYS = (
     "data.pin_memory",
     "kd.teacher",
 )
+#: Training settings added after stages were recorded, each with the value that reproduces the earlier
+#: behaviour: left out of a stage's settings hash while they hold that value, so that stages completed
+#: before the setting existed stay done.
+NEUTRAL_TRAIN_DEFAULTS = {
+    "optim.eps": 1e-8,
+    "optim.anneal": "cos",
+    "optim.cycle_momentum": True,
+    "optim.schedule_extra_steps": 0,
+    "augment.crop_frame": "crop",
+}
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
@@ -205,6 +215,22 @@ def entry_intact(path: Path, entry: dict) -> bool:
 
 def canonical_hash(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _lookup(d: dict, dotted: str):
+    node = d
+    for p in dotted.split("."):
+        if not isinstance(node, dict) or p not in node:
+            return KeyError
+        node = node[p]
+    return node
+
+
+def hashed_train_config(cfg: dict) -> dict:
+    """A training config as hashed: volatile keys dropped, and keys of :data:`NEUTRAL_TRAIN_DEFAULTS`
+    dropped while they hold their neutral value."""
+    neutral = tuple(k for k, v in NEUTRAL_TRAIN_DEFAULTS.items() if _lookup(cfg, k) == v)
+    return _drop_keys(cfg, VOLATILE_TRAIN_KEYS + neutral)
 
 
 def _drop_keys(d: dict, dotted: tuple[str, ...]) -> dict:
@@ -521,7 +547,7 @@ def build_plan(opts: PipelineOptions) -> Plan:
             "teacher",
             f"teacher {preset.teacher_backbone}, {tcfg['iters']} iterations",
             ["data"],
-            _drop_keys(tcfg, VOLATILE_TRAIN_KEYS),
+            hashed_train_config(tcfg),
             _run_train,
             {"full": tcfg},
         ),
@@ -546,7 +572,7 @@ def build_plan(opts: PipelineOptions) -> Plan:
                     "student",
                     f"student {bb}, {kd_txt}, seed {seed}, {scfg['iters']} iterations",
                     ["data"] + (["teacher"] if m != "none" else []),
-                    _drop_keys(scfg, VOLATILE_TRAIN_KEYS),
+                    hashed_train_config(scfg),
                     _run_train,
                     {"full": scfg},
                 ),
