@@ -300,6 +300,38 @@ def score(
     )  # fmt: skip
 
 
+@app.command()
+def check(
+    csvs: Annotated[
+        list[Path], typer.Argument(help="BOP pose result files named METHOD_DATASET-SPLIT[-SPLITTYPE].csv.")
+    ],
+    root: RootOpt = Path("bop_data"),
+) -> None:
+    """Check result files against what the BOP site accepts on upload; exit 2 if any fails.
+
+    The name (method of letters, digits and '-'; the dataset's test split), the header, one time per
+    image, at most 100 estimates per image (200 for xyzibd) and only the dataset's objects. Each problem
+    is one line FILE[:LINE]: problem; fix.
+    """
+    from bopkd.eval.bop_site import check_for_site
+
+    failed = 0
+    for csv in csvs:
+        rep = check_for_site(csv, root)
+        for p in rep.problems:
+            err_console.print(p, highlight=False, soft_wrap=True, markup=False)
+        if rep.ok:
+            console.print(rep.summary, highlight=False, soft_wrap=True, markup=False)
+        for n in rep.notes:
+            console.print(f"  note: {n}", highlight=False, soft_wrap=True, markup=False)
+        failed += not rep.ok
+    if failed:
+        err_console.print(
+            f"{failed} of {len(csvs)} files would not be accepted by the BOP site", highlight=False
+        )
+        raise typer.Exit(2)
+
+
 def parse_name(name: str):
     """Parse a result name (used by ``score``); lazily imported so ``bopkd --help`` stays fast."""
     from bopkd.eval.naming import parse_result_name
@@ -658,6 +690,14 @@ def run_pipeline_cmd(
         str | None,
         typer.Option("--mirror", help="Download mirror for registered datasets (default: $BOPKD_MIRROR)."),
     ] = None,
+    detections: Annotated[
+        Path | None,
+        typer.Option(
+            "--detections",
+            help="BOP default-detections JSON of the dataset's test split: crop-mode models predict on its "
+            "boxes (else on GT boxes: oracle-gt-boxes results, not valid for submission).",
+        ),
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the stage plan and what is already done; run nothing.")
     ] = False,
@@ -693,6 +733,7 @@ def run_pipeline_cmd(
         force=_split_list(force) or [],
         sets=list(set_ or []),
         mirror=mirror,
+        detections=detections,
         dry_run=dry_run,
     )
     res = run_pipeline(opts, console=console)

@@ -10,7 +10,9 @@ The pipeline is a list of :class:`Stage` records, planned from the options and a
    (``none`` is the direct student and does not depend on the teacher);
 4. ``predict-<model>``: write each model's BOP'19 CSV into the results folder
    (:func:`bopkd.train.predict.predict`), named ``bopkd-<method>-<backbone>-s<seed>[-<preset>][-oracle-gt-boxes]_<dataset>-test.csv``
-   (``-<preset>`` when it is not the dataset's default preset);
+   (``-<preset>`` when it is not the dataset's default preset; the method in the characters the BOP site
+   accepts, ``fkd+ot`` -> ``fkdot``; ``-oracle-gt-boxes`` when crop-mode models predict on ground-truth
+   boxes, i.e. without ``--detections``);
 5. ``score-<model>``: score it (:func:`bopkd.eval.scoring.score_submissions`) into ``results/scores/<name>/``;
 6. ``report``: the comparison report (:func:`bopkd.report.build.build_report`) in ``reports/<dataset>-<preset>/``.
 
@@ -106,6 +108,8 @@ class PipelineOptions:
         force: stages to run even if done: names, kinds (``teacher``, ``student`` ...), globs or ``all``.
         sets: ``SCOPE.key=value`` overrides (see :func:`parse_sets`).
         mirror: download mirror (``--mirror``; default ``$BOPKD_MIRROR``).
+        detections: BOP default-detections JSON that crop-mode models predict on (None: GT boxes, the
+            ``oracle-gt-boxes`` protocol); its path and SHA-256 enter the predict stages' settings.
         dry_run: print the plan and what is done, run nothing.
         progress: progress bars (None: when the console is a terminal).
     """
@@ -125,6 +129,7 @@ class PipelineOptions:
     force: list[str] = field(default_factory=list)
     sets: list[str] = field(default_factory=list)
     mirror: str | None = None
+    detections: Path | None = None
     dry_run: bool = False
     progress: bool | None = None
 
@@ -334,11 +339,14 @@ def _compact(name: str) -> str:
 
 
 def result_method(role: str, backbone: str, method: str, seed: int, tag: str = "") -> str:
-    """BOP method name (no '_'): ``bopkd-teacher-darknettinyh-s0``, ``bopkd-ot-tinycpu-s0``, a variant's
-    ``bopkd-ot-w2-tinycpu-s0``; the plan adds ``-<preset>`` when the preset is not the dataset's default
-    (``bopkd-ot-darknettiny-s0-paper``)."""
+    """BOP method name in the characters the BOP site accepts (:func:`bopkd.eval.bop_site.site_method_name`):
+    ``bopkd-teacher-darknettinyh-s0``, ``bopkd-ot-tinycpu-s0``, ``bopkd-fkdot-tinycpu-s0`` (``fkd+ot``), a
+    variant's ``bopkd-ot-w2-tinycpu-s0``; the plan adds ``-<preset>`` when the preset is not the dataset's
+    default (``bopkd-ot-darknettiny-s0-paper``)."""
+    from bopkd.eval.bop_site import site_method_name
+
     what = "teacher" if role == "teacher" else method + (f"-{tag}" if tag else "")
-    return f"bopkd-{what}-{_compact(backbone)}-s{seed}"
+    return site_method_name(f"bopkd-{what}-{_compact(backbone)}-s{seed}")
 
 
 @dataclass
@@ -355,6 +363,7 @@ class Plan:
     run_folder: Path
     report_dir: Path
     stages: list[Stage]
+    notice: str | None = None  # said at the start of a run (GT-box results on a BOP dataset)
 
     def stage(self, name: str) -> Stage:
         return next(s for s in self.stages if s.name == name)
@@ -502,6 +511,7 @@ def build_plan(opts: PipelineOptions) -> Plan:
     metrics = list(ov.score.get("metrics", preset.metrics))
     predict_names: list[str] = []
     score_names: list[str] = []
+    modes: dict[str, str] = {}  # model label -> data.mode
 
     def add_model(train: Stage, role: str, bb: str, m: str, seed: int, tag: str = "") -> None:
         label = "teacher" if role == "teacher" else student_name(bb, m, seed, tag)
@@ -509,6 +519,7 @@ def build_plan(opts: PipelineOptions) -> Plan:
         if preset.name != default_preset(dataset):  # distinct files per preset in the shared results folder
             method += f"-{preset.name}"
         pname, sname = f"predict-{label}", f"score-{label}"
+        modes[label] = train.config["data"]["mode"]
         stages.append(train)
         stages.append(
             Stage(
@@ -583,6 +594,10 @@ def build_plan(opts: PipelineOptions) -> Plan:
                 tag,
             )
 
+    from bopkd.eval.bop_site import predict_boxes
+
+    notice = predict_boxes(stages, predict_names, modes, opts.detections, dataset, registered)
+
     # 6. report
     title = f"bopkd: {dataset}, {preset.name} preset"
     data_cfg = stages[0].config
@@ -622,7 +637,9 @@ def build_plan(opts: PipelineOptions) -> Plan:
             _run_report,
         )
     )
-    return Plan(opts, preset, dataset, registered, methods, students, seeds, run_folder, report_dir, stages)
+    return Plan(
+        opts, preset, dataset, registered, methods, students, seeds, run_folder, report_dir, stages, notice
+    )
 
 
 # ------------------------------------------------------------------------------------------- actions
@@ -783,6 +800,7 @@ def _run_predict(ctx: StageContext) -> StageOutput:
         root=c["root"],
         out=c["results"],
         method=c["method"],
+        detections=c.get("detections"),
         device=ctx.opts.device,
         sets=sets,
         progress=ctx.progress,
@@ -1149,6 +1167,8 @@ def run_pipeline(opts: PipelineOptions, console=None) -> PipelineResult:
         plan = build_plan(opts)
         statuses = assess_plan(plan, forced_names(plan, opts.force))
         console.print(_plan_table(plan, statuses))
+        if plan.notice:
+            console.print(plan.notice, highlight=False, soft_wrap=True)
         todo = [s for s in statuses if s.state != "done"]
         console.print(
             f"{len(statuses) - len(todo)} of {len(statuses)} stages done; {len(todo)} would run (dry run: nothing was run)"
@@ -1193,6 +1213,7 @@ def run_pipeline(opts: PipelineOptions, console=None) -> PipelineResult:
                 "gpus": opts.gpus,
                 "threads": threads,
                 "sets": opts.sets,
+                "detections": None if opts.detections is None else str(opts.detections),
                 "stages": [s.name for s in plan.stages],
                 "updated": _now(),
             },
@@ -1202,6 +1223,8 @@ def run_pipeline(opts: PipelineOptions, console=None) -> PipelineResult:
             f"torch threads: {threads} (of {os.cpu_count()} cores); device {opts.device}; logs in {plan.run_folder / 'logs'}",
             highlight=False,
         )
+        if plan.notice:
+            console.print(plan.notice, highlight=False, soft_wrap=True)
         records: dict[str, dict] = {}
         executed, skipped = [], []
         plog = plan.run_folder / "logs" / "pipeline.log"
@@ -1212,6 +1235,8 @@ def run_pipeline(opts: PipelineOptions, console=None) -> PipelineResult:
                 f.write(f"{_now()} {msg}\n")
 
         event(f"start pid {os.getpid()}: {' '.join(sys.argv)}")
+        if plan.notice:
+            event(plan.notice)
         n = len(plan.stages)
         try:
             for i, st in enumerate(plan.stages, 1):

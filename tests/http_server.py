@@ -7,6 +7,8 @@ It serves the files under one folder, honours ``Range: bytes=START-[END]`` (206 
 * an HTTP error status such as 500 or 503 that succeeds once it has been served a number of times
   (:meth:`TestHTTPServer.fail`); a missing file is a plain 404,
 * a server that ignores ``Range`` and always answers 200 with the whole file (``ignore_range=True``),
+* a server that announces no ``Content-Length`` (``send_length=False``): the body ends when the
+  connection closes, so a dropped connection looks like the end of the file,
 * a redirect to another path, as Hugging Face's ``resolve`` URLs redirect to its file store
   (:meth:`TestHTTPServer.redirect`).
 
@@ -76,6 +78,7 @@ class TestHTTPServer:
     Args:
         directory: folder whose files are served (``GET /a/b.zip`` serves ``directory/a/b.zip``).
         ignore_range: answer every GET with 200 and the whole file, as servers without Range support do.
+        send_length: send ``Content-Length`` with files (False: the body ends when the connection closes).
         port: port to listen on; 0 (default) picks a free one.
 
     Use as a context manager, or call :meth:`start` and :meth:`stop`.
@@ -83,9 +86,12 @@ class TestHTTPServer:
 
     __test__ = False  # not a pytest test class, despite the name
 
-    def __init__(self, directory: str | Path, *, ignore_range: bool = False, port: int = 0):
+    def __init__(
+        self, directory: str | Path, *, ignore_range: bool = False, send_length: bool = True, port: int = 0
+    ):
         self.directory = Path(directory).resolve()
         self.ignore_range = ignore_range
+        self.send_length = send_length
         self._port = port
         self._lock = threading.Lock()
         self._faults: dict[str, list[_Fault]] = {}
@@ -261,7 +267,8 @@ def _make_handler(server: TestHTTPServer) -> type[BaseHTTPRequestHandler]:
             rec.status = 206 if partial else 200
             self.send_response(rec.status)
             self.send_header("Content-Type", "application/octet-stream")
-            self.send_header("Content-Length", str(length))
+            if server.send_length:
+                self.send_header("Content-Length", str(length))
             self.send_header("Accept-Ranges", "none" if server.ignore_range else "bytes")
             if partial:
                 self.send_header("Content-Range", f"bytes {start}-{end}/{size}")

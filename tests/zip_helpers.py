@@ -54,6 +54,24 @@ def make_lmo_archives(lmo_sample_root: Path, srv: Path) -> Path:
     return srv
 
 
+def served_sizes(spec, srv: Path):
+    """``spec`` (a registry DatasetSpec) with each archive's size set to that of the file served under
+    ``srv`` (laid out as by :func:`make_lmo_archives`); archives not served keep theirs. Archives built
+    from the sample are smaller than the BOP ones whose sizes the registry records."""
+    import dataclasses
+
+    parts = {
+        part: tuple(
+            dataclasses.replace(a, size=(srv / a.repo / HF / a.name).stat().st_size)
+            if (srv / a.repo / HF / a.name).is_file()
+            else a
+            for a in archives
+        )
+        for part, archives in spec.parts.items()
+    }
+    return dataclasses.replace(spec, parts=parts)
+
+
 def make_symlink_zip(path: Path, name: str, target: str, extra: dict[str, bytes] | None = None) -> Path:
     """A zip holding ``extra`` files and a symlink entry ``name`` -> ``target`` (Unix mode in the
     external attributes, link target as the data, as Info-ZIP stores it)."""

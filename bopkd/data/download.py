@@ -13,9 +13,14 @@ What happens for each part (``base``, ``models``, ``test_bop19`` ...):
    ``Range`` request; transient errors (connection reset or dropped, timeouts, 5xx, 408, 429) are retried
    with exponential backoff; other HTTP errors (404 ...) are final. Free space is checked against the
    announced length before anything is written, and a full disk (ENOSPC) ends with one clear line.
-2. the complete file is verified: its size against the server's length (and the registry's size when
-   known), its SHA-256 against the registry's when known. The SHA-256 of every file is recorded. A
-   mismatch removes the file (it cannot be resumed into a good one). Only then is ``.part`` renamed.
+2. the complete file is verified, before anything is unpacked: its size against the server's length and
+   the registry's size when known (:class:`~bopkd.data.registry.ArchiveSpec`; a server that announces
+   another length than the registry's is refused before a byte is written, and the ``.part`` is kept;
+   a server that announces none is read up to the registry's size, a shorter body being a dropped
+   connection that is resumed), its SHA-256 against the registry's when known. The SHA-256 of every
+   file is recorded. A file larger than expected or with another SHA-256 is removed (it cannot be
+   resumed into a good one). Only then is ``.part`` renamed. Unpacking then checks each entry's CRC-32
+   (:mod:`bopkd.data.archive`).
 3. the archives are extracted into a temporary folder ``ROOT/DATASET/.bopkd/tmp/`` after every entry
    has been checked (:mod:`bopkd.data.archive`: no absolute paths, ``..``, symlinks), then moved into
    ``ROOT/DATASET`` with renames, merging with what is there.
@@ -184,8 +189,18 @@ def _sidecar(dest: Path) -> Path:
     return dest.with_name(dest.name + ".json")
 
 
-def _verify(path: Path, got_size: int, got_sha: str, size: int | None, sha256: str | None, url: str) -> None:
-    """Compare with the registry; on mismatch remove the file and raise."""
+def _verify(
+    path: Path, got_size: int, got_sha: str, size: int | None, sha256: str | None, url: str, part: Path
+) -> None:
+    """Compare with the registry; raise on mismatch. A file shorter than the registry's size is kept as
+    ``part`` (a rerun resumes it); any other mismatch removes the file."""
+    if size is not None and got_size < size:
+        if path != part:
+            os.replace(path, part)
+        raise BopkdError(
+            f"{path.name} from {url}: size mismatch: {got_size} bytes, the registry expects {size}; the "
+            f"incomplete file is kept as {part}: rerun to resume it"
+        )
     problem = None
     if size is not None and got_size != size:
         problem = f"size mismatch: {got_size} bytes, expected {size}"
@@ -251,7 +266,7 @@ def download_file(
         else:
             got_sha = _sha256_file(dest).hexdigest()
         try:
-            _verify(dest, got_size, got_sha, size, sha256, url)
+            _verify(dest, got_size, got_sha, size, sha256, url, dest.with_name(dest.name + ".part"))
         except BopkdError:
             _sidecar(dest).unlink(missing_ok=True)
             raise
@@ -282,14 +297,14 @@ def download_file(
             _sleep(delay)
 
     got_size = part.stat().st_size
-    if total is not None and got_size != total:
+    if total is not None and got_size > total:
         part.unlink(missing_ok=True)
         raise BopkdError(
-            f"{url}: received {got_size} bytes but the server announced {total}; the file was removed, rerun"
+            f"{url}: received {got_size} bytes, more than the {total} expected; the file was removed, rerun"
         )
     hstate.sync(part, got_size)  # no-op unless the file was complete before this call
     got_sha = hstate.hexdigest()
-    _verify(part, got_size, got_sha, size, sha256, url)
+    _verify(part, got_size, got_sha, size, sha256, url, part)
     atomic_write_json(
         _sidecar(dest),
         {"url": url, "size": got_size, "sha256": got_sha, "time": datetime.now(timezone.utc).isoformat()},
@@ -382,10 +397,13 @@ def _attempt(
         else:
             raise _Transient(f"unexpected HTTP {status}")
         if size is not None and total is not None and total != size:
+            kept = f"; {part} is kept" if offset > 0 else ""
             raise BopkdError(
-                f"{url}: the server announces {total} bytes but the registry expects {size}; "
-                "the mirror serves another file (or the registry is out of date)"
+                f"{url}: size mismatch: the server announces {total} bytes but the registry expects {size}; "
+                f"the mirror serves another file (or the registry is out of date){kept}"
             )
+        if total is None:
+            total = size  # no length announced: the registry's size tells a dropped connection from the end
         remaining = None if total is None else total - offset
         if remaining is not None:
             free = shutil.disk_usage(part.parent).free

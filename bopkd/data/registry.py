@@ -35,7 +35,7 @@ class ArchiveSpec:
         extract_to: ``"root"`` (the archive holds the ``DATASET/`` folder, as ``*_base.zip`` does) or
             ``"dataset"`` (it holds the dataset's subfolders, extracted into ``root/DATASET``).
         extra_parts: earlier volumes of a split archive (``.z01``, ``.z02`` ...), in order.
-        size: size in bytes when known (checked after download).
+        size: size in bytes when known (checked after download, before unpacking; None: unknown).
         sha256: SHA-256 hex digest when known (checked after download).
     """
 
@@ -114,12 +114,20 @@ class DatasetSpec:
         )
 
 
-def _std_parts(name: str, test_all: str | None = None, test_bop19: str | None = None, **extra) -> dict:
+def _std_parts(
+    name: str,
+    test_all: str | None = None,
+    test_bop19: str | None = None,
+    sizes: dict[str, int] | None = None,
+    **extra,
+) -> dict:
+    """The standard parts of a BOP dataset; ``sizes``: part -> archive size in bytes, where known."""
+    sz = sizes or {}
     parts: dict[str, tuple[ArchiveSpec, ...]] = {
-        "base": (ArchiveSpec(name, f"{name}_base.zip", extract_to="root"),),
-        "models": (ArchiveSpec(name, f"{name}_models.zip"),),
-        "test_all": (ArchiveSpec(name, test_all or f"{name}_test_all.zip"),),
-        "test_bop19": (ArchiveSpec(name, test_bop19 or f"{name}_test_bop19.zip"),),
+        "base": (ArchiveSpec(name, f"{name}_base.zip", extract_to="root", size=sz.get("base")),),
+        "models": (ArchiveSpec(name, f"{name}_models.zip", size=sz.get("models")),),
+        "test_all": (ArchiveSpec(name, test_all or f"{name}_test_all.zip", size=sz.get("test_all")),),
+        "test_bop19": (ArchiveSpec(name, test_bop19 or f"{name}_test_bop19.zip", size=sz.get("test_bop19")),),
     }
     for part, archives in extra.items():
         parts[part] = archives
@@ -151,8 +159,13 @@ REGISTRY: dict[str, DatasetSpec] = {
         test_scene_ids=(2,),
         splits=("train_pbr", "test"),
         depth_range=(346.31, 1499.84),
-        # LM-O has no training images of its own: its PBR images are LM's (BOP download page).
-        parts=_std_parts("lmo", train_pbr=(ArchiveSpec("lm", "lm_train_pbr.zip"),)),
+        # LM-O has no training images of its own: its PBR images are LM's (BOP download page). Sizes of
+        # the archives served by bop-benchmark/lmo (the other parts' sizes are not recorded).
+        parts=_std_parts(
+            "lmo",
+            sizes={"base": 5_684, "models": 5_367_178, "test_bop19": 117_550_985},
+            train_pbr=(ArchiveSpec("lm", "lm_train_pbr.zip"),),
+        ),
     ),
     "ycbv": DatasetSpec(
         name="ycbv",

@@ -31,7 +31,6 @@ whichever worker loads them, which makes resumed runs identical to uninterrupted
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections import defaultdict
 from collections.abc import Sequence
@@ -44,6 +43,7 @@ import torch
 
 from bopkd.data import augment as aug
 from bopkd.data.dataset import BopDataset
+from bopkd.data.detections import Detections, load_detections
 from bopkd.errors import BopkdError, MissingFileError
 
 
@@ -131,49 +131,6 @@ class _Crop:
     det_time: float
 
 
-def load_detections(path: str | Path) -> dict[tuple[int, int], list[dict]]:
-    """Read a BOP default-detections JSON: ``(scene_id, im_id) -> [{obj_id, box, score, time}]``.
-
-    Format of the BOP challenge's default detections (a list of
-    ``{"scene_id", "image_id", "category_id", "bbox": [x, y, w, h], "score", "time"}``), per image
-    sorted by descending score.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(
-            path, "give the BOP default-detections JSON of this dataset's test split (--detections)"
-        )
-    try:
-        rows = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise BopkdError(f"{path}: not valid JSON ({e}); give a BOP default-detections file") from None
-    if not isinstance(rows, list):
-        raise BopkdError(
-            f"{path}: expected a JSON list of detections (scene_id, image_id, category_id, bbox, score)"
-        )
-    out: dict[tuple[int, int], list[dict]] = defaultdict(list)
-    for i, r in enumerate(rows):
-        try:
-            box = [float(v) for v in r["bbox"]]
-            if len(box) != 4:
-                raise ValueError("bbox needs 4 numbers")
-            out[(int(r["scene_id"]), int(r["image_id"]))].append(
-                {
-                    "obj_id": int(r["category_id"]),
-                    "box": tuple(box),
-                    "score": float(r.get("score", 1.0)),
-                    "time": float(r.get("time", 0.0)),
-                }
-            )
-        except (KeyError, TypeError, ValueError) as e:
-            raise BopkdError(
-                f"{path}: detection #{i} is malformed ({e}); each needs scene_id, image_id, category_id, bbox [x,y,w,h], score"
-            ) from None
-    for v in out.values():
-        v.sort(key=lambda d: -d["score"])
-    return dict(out)
-
-
 class BopTorchDataset(torch.utils.data.Dataset):
     """Network inputs and per-object ground truth from one split of a BOP dataset.
 
@@ -187,7 +144,8 @@ class BopTorchDataset(torch.utils.data.Dataset):
         seed: base seed of the per-item generators.
         targets_only: restrict to the BOP'19 targets (default: when ``split`` is the test split).
         box_source: crop mode: ``gt`` (oracle boxes from the GT) or ``detections``.
-        detections: crop mode with ``box_source="detections"``: path of the detections JSON.
+        detections: crop mode with ``box_source="detections"``: path of the detections JSON, or its
+            content as read by :func:`bopkd.data.detections.load_detections`.
         det_min_score: detections below this score are ignored.
         need_masks: load visible masks (inference does not need them).
         bop: an open :class:`BopDataset` to reuse.
@@ -204,7 +162,7 @@ class BopTorchDataset(torch.utils.data.Dataset):
         seed: int = 0,
         targets_only: bool | None = None,
         box_source: Literal["gt", "detections"] = "gt",
-        detections: str | Path | None = None,
+        detections: str | Path | Detections | None = None,
         det_min_score: float = 0.0,
         need_masks: bool = True,
         bop: BopDataset | None = None,
@@ -257,7 +215,7 @@ class BopTorchDataset(torch.utils.data.Dataset):
 
     # --- index -------------------------------------------------------------------------------------------
 
-    def _build_index(self, detections: str | Path | None, det_min_score: float) -> None:
+    def _build_index(self, detections: str | Path | Detections | None, det_min_score: float) -> None:
         bop, cfg = self.bop, self.cfg
         targets: dict[tuple[int, int], dict[int, int]] = defaultdict(dict)
         if self.targets_only:
@@ -266,7 +224,9 @@ class BopTorchDataset(torch.utils.data.Dataset):
         scenes = bop.scene_ids(self.split)
         if cfg.scene_ids is not None:
             scenes = [s for s in scenes if s in set(cfg.scene_ids)]
-        dets = load_detections(detections) if self.box_source == "detections" else None
+        dets = None
+        if self.box_source == "detections":
+            dets = load_detections(detections) if isinstance(detections, (str, Path)) else detections
         n_missing_rgb = 0
         for scene_id in scenes:
             gt_path = bop.scene_dir(self.split, scene_id) / "scene_gt.json"

@@ -6,6 +6,7 @@ the others use small synthetic zips so the downloader is covered everywhere.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import filecmp
 import hashlib
@@ -30,6 +31,7 @@ from tests.zip_helpers import (
     make_lmo_archives,
     make_symlink_zip,
     make_zip,
+    served_sizes,
     write_split_zip,
 )
 
@@ -115,7 +117,9 @@ def lmo_zips(lmo_sample_root, tmp_path_factory):
 
 
 @pytest.fixture
-def lmo_server(lmo_zips):
+def lmo_server(lmo_zips, monkeypatch):
+    """The LM-O archives served, with the registry's sizes set to theirs (they are built from the sample)."""
+    monkeypatch.setitem(REGISTRY, "lmo", served_sizes(REGISTRY["lmo"], lmo_zips))
     with TestHTTPServer(lmo_zips) as server:
         yield server
 
@@ -174,6 +178,74 @@ def test_lmo_interrupted_download_resumes_without_refetching(lmo_server, tmp_pat
     assert any("connection lost after 1.0 MB of" in m for m in msgs)
     assert dest.read_bytes() == src.read_bytes() and got.sha256 == _sha(src)
     assert not dest.with_name("lmo_models.zip.part").exists()
+
+
+def test_registry_records_the_lmo_archive_sizes():
+    parts = REGISTRY["lmo"].parts
+    assert {p: parts[p][0].size for p in ("base", "models", "test_bop19")} == {
+        "base": 5_684,
+        "models": 5_367_178,
+        "test_bop19": 117_550_985,
+    }
+    assert parts["train_pbr"][0].size is None and REGISTRY["ycbv"].parts["models"][0].size is None
+
+
+def test_lmo_size_mismatch_is_one_line_keeps_the_part_and_nothing_is_unpacked(
+    lmo_server, monkeypatch, capsys, tmp_path
+):
+    """A mirror serving test_bop19 with another size than the registry's: refused before a byte is written
+    or unpacked, the .part of an earlier attempt kept; with the right size the rerun resumes it."""
+    root = tmp_path / "bop"
+    rel = f"lmo/{HF}/lmo_test_bop19.zip"
+    served = (lmo_server.directory / rel).read_bytes()
+    part = dl.downloads_dir(root) / "lmo" / "lmo_test_bop19.zip.part"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(served[:70_000])
+    good = REGISTRY["lmo"]
+    wrong = dataclasses.replace(good.parts["test_bop19"][0], size=len(served) + 1)
+    bad = dataclasses.replace(good, parts={**good.parts, "test_bop19": (wrong,)})
+    monkeypatch.setitem(REGISTRY, "lmo", bad)
+    args = ("download", "lmo", "--root", str(root), "--mirror", lmo_server.url)
+    code, out, err = _cli_main(monkeypatch, capsys, *args)
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert "size mismatch" in err and f"registry expects {len(served) + 1}" in err and str(part) in err
+    assert part.read_bytes() == served[:70_000]
+    assert (
+        marker_path(root, "lmo", "models").is_file() and not marker_path(root, "lmo", "test_bop19").exists()
+    )
+    assert not (root / "lmo" / "test").exists()
+    monkeypatch.setitem(REGISTRY, "lmo", good)
+    r = CliRunner().invoke(app, list(args))
+    assert r.exit_code == 0, r.output
+    assert lmo_server.requests_for(rel)[-1].range == "bytes=70000-"
+    assert marker_path(root, "lmo", "test_bop19").is_file() and (root / "lmo" / "test" / "000002").is_dir()
+
+
+def test_registry_size_tells_a_dropped_connection_from_the_end_without_a_length(tmp_path):
+    """A server that announces no length: a connection dropped early looks like the end of the file, and
+    only the registry's size shows it is not; the download resumes instead of failing."""
+    folder = tmp_path / "srv"
+    folder.mkdir()
+    data = random.Random(3).randbytes(300_000)
+    (folder / "f.zip").write_bytes(data)
+    dest = tmp_path / "f.zip"
+    msgs: list[str] = []
+    with TestHTTPServer(folder, send_length=False) as s:
+        s.drop_after("f.zip", 100_000)
+        got = download_file(
+            s.url_for("f.zip"), dest, size=len(data), backoff=0, progress=False, echo=msgs.append
+        )
+        assert [(r.range, r.status) for r in s.log] == [(None, 200), ("bytes=100000-", 206)]
+    assert dest.read_bytes() == data and got.size == len(data)
+    # A file shorter than the registry's size that the server says is complete is kept for a resume.
+    dest.unlink()
+    with (
+        TestHTTPServer(folder, send_length=False) as s,
+        pytest.raises(BopkdError, match="size mismatch") as e,
+    ):
+        download_file(s.url_for("f.zip"), dest, size=len(data) + 10, retries=0, backoff=0, progress=False)
+    assert "\n" not in str(e.value)
+    assert dest.with_name("f.zip.part").stat().st_size == len(data) and not dest.exists()
 
 
 # --- synthetic archives: the downloader everywhere -------------------------------------------------------
