@@ -5,6 +5,7 @@ local mirror serving archives built from the real LM-O sample."""
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import os
 import shutil
@@ -753,3 +754,19 @@ def test_multi_gpu_training_runs_bopkd_train_under_its_own_launcher(tmp_path, mo
     assert cfg.kd.teacher == "runs/t/checkpoints/final.pt"
     assert cfg.out == str(Path("runs/demo-demo/train") / f"student-tiny-cpu-ot-s4-{'f' * 10}")
     assert out.files == [Path(cfg.out) / "checkpoints" / "final.pt"]
+
+
+def test_settings_added_later_keep_old_hashes_at_their_neutral_value():
+    """A stage recorded before a setting existed stays done while the setting keeps its neutral value."""
+    from bopkd.pipeline import NEUTRAL_TRAIN_DEFAULTS, canonical_hash, hashed_train_config
+
+    plan = build_plan(PipelineOptions(dataset="mysynth", preset="demo", device="cpu", progress=False))
+    cfg = plan.stage("teacher").params["full"]
+    old = copy.deepcopy(cfg)
+    for k in NEUTRAL_TRAIN_DEFAULTS:  # the config as written before these keys existed
+        section, key = k.split(".")
+        old[section].pop(key)
+    assert canonical_hash(hashed_train_config(cfg)) == canonical_hash(hashed_train_config(old))
+    changed = copy.deepcopy(cfg)
+    changed["optim"]["anneal"] = "linear"
+    assert canonical_hash(hashed_train_config(changed)) != canonical_hash(hashed_train_config(cfg))
