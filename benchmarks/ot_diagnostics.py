@@ -10,7 +10,9 @@ Trains a student with ``--kd ot`` (or ``fkd+ot``) from a run config and a traine
 * the split of the OT term's gradient between the student's keypoints and its classification logits
   (the latter is the path through the live scores, i.e. the unbalanced mass term);
 * the OT problems: instances with both sets, student and teacher set sizes (points with a weight),
-  student and teacher masses (sums of scores), and the divergence per problem.
+  student and teacher masses (sums of scores), and the divergence per problem;
+* the time to gather the problems with and without the teacher PnP test (``teacher_pnp``), and the
+  instances left with it: the option's cost per step with this teacher.
 
 It prints one row per record and writes them as JSON lines (``--out``). Used to find out why OT with
 live scores helps or hurts a student, with measurements instead of guesses.
@@ -24,9 +26,11 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -54,9 +58,27 @@ class Recorder:
     def __call__(self, outputs: dict, batch: dict, teacher_outputs: dict | None = None):
         self.outputs = outputs
         with torch.no_grad():
+            t0 = time.perf_counter()
             pr = self.ot.problems(outputs, batch, teacher_outputs)
+            t1 = time.perf_counter()
+            # the same problems with the teacher PnP test toggled: its cost and how many instances it drops
+            cfg = self.ot.cfg
+            self.ot.cfg = dataclasses.replace(cfg, teacher_pnp=not cfg.teacher_pnp)
+            try:
+                t2 = time.perf_counter()
+                pr_t = self.ot.problems(outputs, batch, teacher_outputs)
+                t3 = time.perf_counter()
+            finally:
+                self.ot.cfg = cfg
+        with_pnp, without = ((t1 - t0), (t3 - t2)) if cfg.teacher_pnp else ((t3 - t2), (t1 - t0))
+        n_with = pr if cfg.teacher_pnp else pr_t
+        timing = {
+            "gather_ms": 1000 * without,
+            "gather_with_pnp_ms": 1000 * with_pnp,
+            "instances_with_pnp": 0 if n_with is None else int(n_with.a.shape[0]),
+        }
         if pr is None:
-            self.stats = {"instances": 0}
+            self.stats = {"instances": 0, **timing}
         else:
             ns, nt = (pr.a > 0).sum(1).float(), (pr.b > 0).sum(1).float()
             self.stats = {
@@ -65,6 +87,7 @@ class Recorder:
                 "teacher_points": float(nt.mean()),
                 "student_mass": float(pr.a.sum(1).mean()),
                 "teacher_mass": float(pr.b.sum(1).mean()),
+                **timing,
             }
         return self.kd(outputs, batch, teacher_outputs)
 
