@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bopkd.data.ply_check import check_ply
 from bopkd.data.records import ObjectModel
 from bopkd.errors import BopkdError, MissingFileError
 
@@ -21,6 +22,7 @@ def load_ply(path: str | Path) -> ObjectModel:
     path = Path(path)
     if not path.is_file():
         raise MissingFileError(path, "download the models part: bopkd download DATASET --parts models")
+    check_ply(path)  # open3d reads a truncated file in part and only warns
     mesh = o3d.io.read_triangle_mesh(str(path))
     pts = np.asarray(mesh.vertices, dtype=np.float64)
     if pts.size == 0:

@@ -6,7 +6,8 @@ handles what BOP models are written as (PLY 1.0, ``ascii`` or ``binary_little_en
 scalar vertex properties of any type, one ``vertex_indices``/``vertex_index`` list per face, other
 elements skipped) with numpy alone, and falls back to :func:`bopkd.data.ply.load_ply` for anything else
 (polygons with more than three corners, list properties on vertices). Values are those stored in the
-file, as the toolkit's ``inout.load_ply`` reads them (float64; binary float32 coordinates exactly).
+file, as the toolkit's ``inout.load_ply`` reads them (float64; binary float32 coordinates exactly). A file
+whose body is shorter than its header declares is refused first (:func:`bopkd.data.ply_check.check_ply`).
 """
 
 from __future__ import annotations
@@ -15,26 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from bopkd.data.ply_check import PLY_TYPES, check_ply
 from bopkd.errors import BopkdError, MissingFileError
 
-_TYPES = {
-    "char": "i1",
-    "int8": "i1",
-    "uchar": "u1",
-    "uint8": "u1",
-    "short": "i2",
-    "int16": "i2",
-    "ushort": "u2",
-    "uint16": "u2",
-    "int": "i4",
-    "int32": "i4",
-    "uint": "u4",
-    "uint32": "u4",
-    "float": "f4",
-    "float32": "f4",
-    "double": "f8",
-    "float64": "f8",
-}
+_TYPES = PLY_TYPES
 
 
 class _Unsupported(Exception):
@@ -136,6 +121,7 @@ def read_mesh(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise MissingFileError(path, "download the models part: bopkd download DATASET --parts models")
+    check_ply(path)
     try:
         return _read(path)
     except (_Unsupported, KeyError, ValueError, IndexError):

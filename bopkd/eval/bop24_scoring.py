@@ -98,18 +98,19 @@ class DetectionScorer:
         bop19=None,
         log: Callable[[str], None] | None = None,
     ):
-        from bopkd.data.dataset import BopDataset
         from bopkd.eval.naming import parse_result_name
+        from bopkd.eval.result_inputs import result_dataset
 
         self.csv_path = Path(csv_path)
         self.bop19 = bop19
         self.name = parse_result_name(self.csv_path)
-        self.ds = bop19.ds if bop19 is not None else BopDataset(self.name.dataset, root)
+        self.ds = bop19.ds if bop19 is not None else result_dataset(self.csv_path, self.name.dataset, root)
         self.split = self.name.split_folder
         self.targets_file = targets_file
         self.limit = int(max_per_image or max_estimates_per_image(self.name.dataset))
         self.log = log or (lambda m: None)
         self.notes: list[str] = []
+        self.warnings: list[str] = []
         self.timings: dict[str, float] = {}
         self._meshes: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
@@ -236,13 +237,14 @@ class DetectionScorer:
     # --------------------------------------------------------------------------------------- scoring
 
     def _load(self) -> None:
-        from bopkd.eval.submission import read_submission_arrays
+        from bopkd.eval.result_inputs import read_result_arrays
 
         t0 = _time.perf_counter()
         if getattr(self.bop19, "pairs", None) is not None:
             self.arrays = self.bop19.arrays
+            self.warnings += self.bop19.warnings
         else:
-            self.arrays = read_submission_arrays(self.csv_path, obj_ids=self.ds.obj_ids)
+            self.arrays = read_result_arrays(self.csv_path, self.ds.obj_ids, self.warnings)
         self._load_images()
         self._build()
         self.infos = self.ds.models_info(eval=True)
@@ -294,5 +296,6 @@ class DetectionScorer:
             "average_time_per_image": avg_time,
             "scores_bop24": bop24_scores({k: s.m_ap for k, s in series.items()}, avg_time),
             "notes": list(self.notes),
+            "warnings": list(self.warnings),
             "timings": dict(self.timings),
         }

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from bopkd.data.bop_json import load_targets
-from bopkd.data.registry import get_spec
 from bopkd.eval.naming import ResultName, parse_result_name
+from bopkd.eval.result_inputs import result_spec
 from bopkd.eval.submission import average_time_per_image, read_submission_arrays
 
 TARGETS_FILE = "test_targets_bop19.json"
@@ -111,7 +111,7 @@ def check_submission(path: str | Path, root: str | Path, check_rotation: bool = 
     path = Path(path)
     root = Path(root)
     name = parse_result_name(path)
-    spec = get_spec(name.dataset, root)
+    spec = result_spec(path, name.dataset, root)
     arrays = read_submission_arrays(path, obj_ids=spec.obj_ids, check_rotation=check_rotation)
 
     scene, im, obj, time = arrays["scene_id"], arrays["im_id"], arrays["obj_id"], arrays["time"]

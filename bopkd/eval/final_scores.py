@@ -22,22 +22,29 @@ BOP24_KEYS = (
 )
 
 
-def average_time_per_image(scene_id: np.ndarray, im_id: np.ndarray, time: np.ndarray) -> float:
-    """Mean of the per-image times, -1.0 if any time is negative.
+def average_time_per_image(scene_id: np.ndarray, im_id: np.ndarray, time: np.ndarray) -> float | None:
+    """Mean of the per-image times, -1.0 if any time is negative, None without rows.
 
     As ``inout.check_consistent_timings`` + ``np.mean(list(times.values()))``: the first row of each image
     gives its time, images in order of first appearance (the order ``np.mean`` sums them in). Pass the
-    rows in the order the toolkit holds them (``eval_bop24_pose.py``: after the per-image cap).
+    rows in the order the toolkit holds them (``eval_bop24_pose.py``: after the per-image cap). Without
+    rows the toolkit's mean of no time is NaN, which it writes as ``NaN`` (not JSON); here None (null).
     """
     time = np.asarray(time, np.float64)
-    if len(time) == 0 or np.any(time < 0):
+    if len(time) == 0:
+        return None
+    if np.any(time < 0):
         return -1.0
     keys = np.stack([np.asarray(scene_id), np.asarray(im_id)], axis=1)
     _, first = np.unique(keys, axis=0, return_index=True)
     return float(np.mean(list(time[np.sort(first)])))
 
 
-def bop19_scores(results: Mapping, average_time: float) -> dict:
+def _time(t: float | None) -> float | None:
+    return None if t is None else float(t)
+
+
+def bop19_scores(results: Mapping, average_time: float | None) -> dict:
     """The toolkit's ``scores_bop19.json`` keys (VSD and AR None when VSD was not computed).
 
     ``results``: error type -> ``MetricResult`` of :mod:`bopkd.eval.scoring`.
@@ -47,13 +54,13 @@ def bop19_scores(results: Mapping, average_time: float) -> dict:
     s["bop19_average_recall"] = (
         float(np.mean([ar["vsd"], ar["mssd"], ar["mspd"]])) if ar["vsd"] is not None else None
     )
-    s["bop19_average_time_per_image"] = float(average_time)
+    s["bop19_average_time_per_image"] = _time(average_time)
     if ar["vsd"] is None and ar["mssd"] is not None:
         s["bop19_average_recall_mssd_mspd"] = float(np.mean([ar["mssd"], ar["mspd"]]))
     return s
 
 
-def bop24_scores(m_ap: Mapping[str, float | None], average_time: float) -> dict:
+def bop24_scores(m_ap: Mapping[str, float | None], average_time: float | None) -> dict:
     """The toolkit's ``scores_bop24.json`` keys from the mAP of each error series.
 
     ``m_ap``: ``mssd`` (thresholds 0.05..0.5 of the diameter), ``mssd_mm`` (2..20 mm) and ``mspd`` (5..50
@@ -70,5 +77,5 @@ def bop24_scores(m_ap: Mapping[str, float | None], average_time: float) -> dict:
         "bop24_mAP": both,
         "bop25_mAP": None if mssd is None else float(np.mean([mssd])),
         "bop25_mAP_mm": None if mssd_mm is None else float(np.mean([mssd_mm])),
-        "bop24_average_time_per_image": float(average_time),
+        "bop24_average_time_per_image": _time(average_time),
     }

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -63,19 +64,18 @@ def _ap_row(series, obj, th, ap, n) -> dict:
     return {"series": series, "obj_id": obj, "threshold": th, "ap": _fmt(ap), "n_gt": n}
 
 
-def write_bop24_outputs(res: dict, out_dir: str | Path) -> list[Path]:
-    """Write ``scores_bop24.json`` and ``aps_bop24.csv`` of one result into ``out_dir/<result name>/``."""
-    from bopkd.utils.atomic import atomic_write_json, atomic_write_text
-
-    dest = Path(out_dir) / res["result_name"]
+def write_bop24_files(res: dict, dest: Path) -> list[Path]:
+    """Write ``scores_bop24.json`` and ``aps_bop24.csv`` of one result into the folder ``dest``."""
     scores = dest / "scores_bop24.json"
-    atomic_write_json(scores, {**res["scores_bop24"], "engine": "bopkd"})
+    scores.write_text(
+        json.dumps({**res["scores_bop24"], "engine": "bopkd"}, indent=2) + "\n", encoding="utf-8"
+    )
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=AP_COLUMNS, lineterminator="\n")
     w.writeheader()
     w.writerows(ap_rows(res["series"]))
     aps = dest / "aps_bop24.csv"
-    atomic_write_text(aps, buf.getvalue())
+    aps.write_text(buf.getvalue(), encoding="utf-8")
     return [scores, aps]
 
 
@@ -89,7 +89,8 @@ def score_protocols(
     log: Callable[[str], None] | None = None,
     on_result: Callable[[str, str, dict], None] | None = None,
 ) -> dict[str, dict[str, dict]]:
-    """Score result files for the given protocols and write their files (one file at a time).
+    """Score result files for the given protocols and write their files (one file at a time; the files
+    of all protocols of one result file appear together, see :func:`bopkd.eval.score_files.publish_scores`).
 
     Args:
         protocols: any of :data:`PROTOCOLS`; metrics: the BOP'19 metrics (``bop19``, ``ad``, ``adi``,
@@ -102,26 +103,26 @@ def score_protocols(
         :meth:`SubmissionScorer.run` and :meth:`DetectionScorer.run`, each with ``files``.
     """
     from bopkd.eval.bop24_scoring import DetectionScorer
-    from bopkd.eval.scores_io import write_outputs
+    from bopkd.eval.score_files import publish_scores
     from bopkd.eval.scoring import SubmissionScorer
 
     protocols = parse_protocols(",".join(protocols))
     out: dict[str, dict[str, dict]] = {}
     for path in csv_paths:
         sc19 = None
+        res: dict[str, dict] = {}
         if "bop19" in protocols:
             sc19 = SubmissionScorer(path, root, metrics, log=log)
-            r = sc19.run()
-            r["files"] = [str(p) for p in write_outputs(r, out_dir)]
-            out.setdefault(r["result_name"], {})["bop19"] = r
-            if on_result:
-                on_result(r["result_name"], "bop19", r)
+            res["bop19"] = sc19.run()
         if "bop24" in protocols or "bop25" in protocols:
-            r = DetectionScorer(path, root, targets_file=targets_file, bop19=sc19, log=log).run()
-            r["files"] = [str(p) for p in write_bop24_outputs(r, out_dir)]
-            out.setdefault(r["result_name"], {})["bop24"] = r
+            res["bop24"] = DetectionScorer(path, root, targets_file=targets_file, bop19=sc19, log=log).run()
+        name = next(iter(res.values()))["result_name"]
+        files = publish_scores(out_dir, name, bop19=res.get("bop19"), bop24=res.get("bop24"))
+        for family, r in res.items():
+            r["files"] = [str(p) for p in files[family]]
+            out.setdefault(name, {})[family] = r
             if on_result:
-                on_result(r["result_name"], "bop24", r)
+                on_result(name, family, r)
     return out
 
 
@@ -144,6 +145,6 @@ def table_bop24(results: dict[str, dict], protocols: Sequence[str] = ("bop24", "
     for name, r in results.items():
         s = r["scores_bop24"]
         row = [name] + ["-" if s[k] is None else f"{s[k]:.4f}" for k, _ in cols]
-        tpi = r["average_time_per_image"]
-        t.add_row(*row, "-" if tpi < 0 else f"{tpi:.3f}")
+        tpi = r["average_time_per_image"]  # None for a file without estimates
+        t.add_row(*row, "-" if tpi is None or tpi < 0 else f"{tpi:.3f}")
     return t

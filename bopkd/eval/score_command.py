@@ -84,9 +84,14 @@ def run_score(
         raise BopkdError(f"unknown --engine {engine!r}; use bopkd or bop_toolkit")
     wanted = tuple(m.strip() for m in (metrics or "bop19,ad").split(",") if m.strip())
     results: dict[str, dict] = {"bop19": {}, "bop24": {}}
+    warned: set[str] = set()
 
     def done(name: str, family: str, r: dict) -> None:  # printed as each file's scores are written
         results[family][name] = r
+        for w in r.get("warnings", []):
+            if w not in warned:  # once per file, not once per protocol
+                warned.add(w)
+                err_console.print(f"[yellow]warning:[/yellow] {w}", highlight=False, soft_wrap=True)
         for n in r["notes"]:
             _print(console, f"[yellow]note:[/yellow] {name} ({family}): {n}")
         _print(console, f"{name}: {family} scored in {r['timings']['total']:.2f} s -> {out / name}")

@@ -1,7 +1,8 @@
 """Score files written by ``bopkd score`` (engine ``bopkd``), and the terminal table.
 
 Per result file, in ``OUT/<result name>/`` (the layout :mod:`bopkd.eval.toolkit_engine` writes for the
-official toolkit, so ``bopkd report`` reads either), all written atomically:
+official toolkit, so ``bopkd report`` reads either), written together as one set (a reader never sees
+files of two runs mixed: :func:`bopkd.eval.score_files.publish_scores`):
 
 - ``scores_bop19.json``: the toolkit's keys (``bop19_average_recall``, ``bop19_average_recall_vsd``,
   ``..._mssd``, ``..._mspd``, ``bop19_average_time_per_image``) plus ``"engine": "bopkd"``; without depth
@@ -21,11 +22,10 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from pathlib import Path
 
 import numpy as np
-
-from bopkd.utils.atomic import atomic_write_json, atomic_write_text
 
 ENGINE = "bopkd"
 RECALL_COLUMNS = ["metric", "obj_id", "tau", "threshold", "tp", "n_targets", "recall"]
@@ -113,15 +113,26 @@ def summary(res: dict) -> dict:
 
 
 def write_outputs(res: dict, out_dir: str | Path) -> list[Path]:
-    """Write the score files of one scored result into ``out_dir/<result name>/``; returns their paths."""
+    """Write the score files of one scored result into ``out_dir/<result name>/`` as one set (see
+    :func:`bopkd.eval.score_files.publish_scores`); returns their paths."""
+    from bopkd.eval.score_files import publish_scores
+
+    return publish_scores(out_dir, res["result_name"], bop19=res)["bop19"]
+
+
+def _write_json(path: Path, obj) -> None:
+    path.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
+
+
+def write_bop19_files(res: dict, dest: Path) -> list[Path]:
+    """Write the score files of one scored result into the folder ``dest``; returns their paths."""
     from bopkd.eval.naming import parse_result_name
 
     name = parse_result_name(res["result_name"])
-    dest = Path(out_dir) / res["result_name"]
     written: list[Path] = []
     if "scores_bop19" in res:
         written.append(dest / "scores_bop19.json")
-        atomic_write_json(written[-1], {**res["scores_bop19"], "engine": ENGINE})
+        _write_json(written[-1], {**res["scores_bop19"], "engine": ENGINE})
     ad = {}
     for k in ("ad", "adi", "add"):
         if k in res["metrics"]:
@@ -129,13 +140,13 @@ def write_outputs(res: dict, out_dir: str | Path) -> list[Path]:
             s["gt_count"] = res["gt_count"]
             ad[k] = {"recall": s["recall"], "tp_count": s["tp_count"], "targets_count": s["targets_count"]}
             written.append(dest / f"scores_{k}.json")
-            atomic_write_json(written[-1], {**s, "threshold": 0.1, "error": k, "engine": ENGINE})
+            _write_json(written[-1], {**s, "threshold": 0.1, "error": k, "engine": ENGINE})
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=RECALL_COLUMNS, lineterminator="\n")
     w.writeheader()
     w.writerows(recall_rows(res["metrics"]))
     written.append(dest / "recalls.csv")
-    atomic_write_text(written[-1], buf.getvalue())
+    written[-1].write_text(buf.getvalue(), encoding="utf-8")
     record = {
         "engine": ENGINE,
         "result_name": res["result_name"],
@@ -155,10 +166,11 @@ def write_outputs(res: dict, out_dir: str | Path) -> list[Path]:
             "targets": res["n_targets"],
         },
         "notes": res["notes"],
+        "warnings": res.get("warnings", []),
         "timings_s": res["timings"],
     }
     written.append(dest / "scores_bopkd.json")
-    atomic_write_json(written[-1], record)
+    _write_json(written[-1], record)
     return written
 
 
@@ -185,7 +197,7 @@ def table(results: dict[str, dict]):
     for name, r in results.items():
         s = summary(r)
         row = [name] + ["-" if s[c] is None else f"{s[c]:.4f}" for c in present]
-        tpi = r["average_time_per_image"]
-        row += ["-" if tpi < 0 else f"{tpi:.3f}", str(r["n_targets"])]
+        tpi = r["average_time_per_image"]  # None for a file without estimates
+        row += ["-" if tpi is None or tpi < 0 else f"{tpi:.3f}", str(r["n_targets"])]
         t.add_row(*row)
     return t

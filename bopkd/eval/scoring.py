@@ -178,8 +178,8 @@ class SubmissionScorer:
         metrics: Sequence[str] = ("bop19", "ad"),
         log: Callable[[str], None] | None = None,
     ):
-        from bopkd.data.dataset import BopDataset
         from bopkd.eval.naming import parse_result_name
+        from bopkd.eval.result_inputs import result_dataset
 
         self.csv_path = Path(csv_path)
         self.metrics = tuple(metrics)
@@ -188,21 +188,22 @@ class SubmissionScorer:
             raise BopkdError(f"unknown metric(s) {', '.join(bad)}; choose from {', '.join(ALL_METRICS)}")
         self.log = log or (lambda m: None)
         self.name = parse_result_name(self.csv_path)
-        self.ds = BopDataset(self.name.dataset, root)
+        self.ds = result_dataset(self.csv_path, self.name.dataset, root)
         self.split = self.name.split_folder
         self.timings: dict[str, float] = {}
         self.notes: list[str] = []
+        self.warnings: list[str] = []
         self._meshes: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     # ------------------------------------------------------------------------------------------ data
 
     def _load(self) -> None:
         from bopkd.eval.matching import select_top_estimates, valid_gt_mask
-        from bopkd.eval.submission import read_submission_arrays
+        from bopkd.eval.result_inputs import read_result_arrays
 
         t0 = _time.perf_counter()
         ds = self.ds
-        self.arrays = a = read_submission_arrays(self.csv_path, obj_ids=ds.obj_ids)
+        self.arrays = a = read_result_arrays(self.csv_path, ds.obj_ids, self.warnings)
         self.targets = [(t.scene_id, t.im_id, t.obj_id, t.inst_count) for t in ds.targets]
         rows, est_id = select_top_estimates(a["scene_id"], a["im_id"], a["obj_id"], a["score"], self.targets)
         # Per target image: its GT, validity, camera.
@@ -542,6 +543,7 @@ class SubmissionScorer:
             "average_time_per_image": average_time_per_image(a["scene_id"], a["im_id"], a["time"]),
             "has_depth": has_depth,
             "notes": list(self.notes),
+            "warnings": list(self.warnings),
             "timings": dict(self.timings),
             "gt_count": int(sum(len(v) for v in self.gt.values())),
             "scene_ids": sorted({s for s, _ in self.gt}),

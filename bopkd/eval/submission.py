@@ -348,7 +348,10 @@ def validate_arrays(
 
 
 def read_submission_arrays(
-    path: str | Path, obj_ids: Iterable[int] | None = None, check_rotation: bool = True
+    path: str | Path,
+    obj_ids: Iterable[int] | None = None,
+    check_rotation: bool = True,
+    allow_empty: bool = False,
 ) -> dict[str, np.ndarray]:
     """Read and validate a BOP'19 result CSV into arrays, in file order.
 
@@ -359,6 +362,8 @@ def read_submission_arrays(
     Args:
         obj_ids: the dataset's object ids; rows of other objects are an error. None: not checked.
         check_rotation: reject R that are not rotations (see :data:`ROTATION_TOL`).
+        allow_empty: a header without estimates gives empty arrays (as the toolkit reads it) instead of
+            an error.
 
     Raises :class:`BopkdError` (``FILE:LINE: column COL: ...``) on the first problem.
     """
@@ -368,6 +373,19 @@ def read_submission_arrays(
         msg = f"wrong header {lines[0][:80]!r}, expected {HEADER!r}"
         raise _err(path, 1, None, msg, "put the header on the first line or regenerate the file")
     rows = lines[1:]
+    if not rows and allow_empty:
+        z = np.zeros(0, np.int64)
+        f = np.zeros(0, np.float64)
+        return {
+            "scene_id": z,
+            "im_id": z,
+            "obj_id": z,
+            "score": f,
+            "R": np.zeros((0, 3, 3)),
+            "t": np.zeros((0, 3)),
+            "time": f,
+            "line": z,
+        }
     if not rows:
         raise _err(path, None, None, "no estimates after the header", "regenerate the file")
     arrays = _fast_parse(rows)

@@ -417,7 +417,7 @@ def score_with_toolkit(
         ad: also compute ADD(-S) and ADI recall at 0.1 d.
         timeout: seconds per toolkit script (None: no limit).
     """
-    from bopkd.data.dataset import BopDataset
+    from bopkd.eval.result_inputs import result_dataset
     from bopkd.eval.submission import average_time_per_image, read_submission_arrays
 
     tk = find_toolkit(python, toolkit_path)
@@ -425,7 +425,7 @@ def score_with_toolkit(
     records = []
     for csv in map(Path, csv_paths):
         name = parse_result_name(csv)
-        ds = BopDataset(name.dataset, root)
+        ds = result_dataset(csv, name.dataset, root)
         arrays = read_submission_arrays(csv, obj_ids=ds.obj_ids)  # fail early, with a located message
         if not (ds.path / TARGETS_FILE).is_file():
             raise BopkdError(
