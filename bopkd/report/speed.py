@@ -81,33 +81,55 @@ def measure_forward(
 
     ``input_size`` is ``(W, H)`` as the sidecar's ``input_size``.
     """
+    return measure_forwards([(config, input_size, source)], device, batches, warmup, batch_size)[0]
+
+
+def measure_forwards(
+    items: list[tuple[dict, tuple[int, int], str]],
+    device: str = "auto",
+    batches: int = BATCHES,
+    warmup: int = WARMUP,
+    batch_size: int = 1,
+) -> list[tuple[float, str]]:
+    """:func:`measure_forward` of several architectures ``(config, (W, H), source)``, interleaved.
+
+    Every architecture is warmed up, then each of the ``batches`` rounds times one batch of every
+    architecture in turn, so that a machine busy with other work slows all of them alike; each figure is
+    the median over the rounds.
+    """
     import torch
 
     from bopkd.train.trainer import device_name, resolve_device
 
     if batches < 20:
         raise BopkdError(
-            f"{source}: speed needs at least 20 timed batches for a stable median, got {batches}"
+            f"{items[0][2] if items else 'speed'}: speed needs at least 20 timed batches for a stable median, "
+            f"got {batches}"
         )
     dev = resolve_device(device)
-    model = _model_from_config(config, source).to(dev).eval()
-    x = torch.zeros(batch_size, 3, int(input_size[1]), int(input_size[0]), device=dev)
     cuda = dev.type == "cuda"
-    if cuda:
-        model.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
-    amp = cuda and config.get("amp") != "off"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
-    times = []
-    with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+    runs = []
+    for config, input_size, source in items:
+        model = _model_from_config(config, source).to(dev).eval()
+        x = torch.zeros(batch_size, 3, int(input_size[1]), int(input_size[0]), device=dev)
+        if cuda:
+            model.to(memory_format=torch.channels_last)
+            x = x.contiguous(memory_format=torch.channels_last)
+        runs.append((model, x, cuda and config.get("amp") != "off"))
+    times: list[list[float]] = [[] for _ in runs]
+    with torch.no_grad():
         for i in range(warmup + batches):
-            sync()
-            t0 = time.perf_counter()
-            model(x)
-            sync()
-            if i >= warmup:
-                times.append(time.perf_counter() - t0)
-    return 1000.0 * statistics.median(times) / batch_size, device_name(dev)
+            for j, (model, x, amp) in enumerate(runs):
+                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=amp):
+                    sync()
+                    t0 = time.perf_counter()
+                    model(x)
+                    sync()
+                if i >= warmup:
+                    times[j].append(time.perf_counter() - t0)
+    name = device_name(dev)
+    return [(1000.0 * statistics.median(t) / batch_size, name) for t in times]
 
 
 def architecture_speeds(results, device: str | None = "auto") -> dict[str, Speed]:
@@ -120,25 +142,45 @@ def architecture_speeds(results, device: str | None = "auto") -> dict[str, Speed
     for r in results:
         groups.setdefault(r.arch_key, []).append(r)
     out = {}
+    todo = []  # (key, run config's result) of the architectures to time, timed together
+    for key, rs in groups.items():
+        cfg_r = next(
+            (r for r in rs if r.input_size and isinstance((r.run_config or {}).get("model"), dict)), None
+        )
+        if device is not None and cfg_r is not None:
+            todo.append((key, cfg_r))
+    measured: dict[str, tuple[float, str]] = {}
+    failed: dict[str, str] = {}
+    if todo:
+        try:
+            figs = measure_forwards(
+                [(r.run_config, r.input_size, str(r.run_dir / "config.yaml")) for _, r in todo], device
+            )
+            measured = {key: f for (key, _), f in zip(todo, figs, strict=True)}
+        except (BopkdError, RuntimeError, ValueError):  # time them one by one to find the one that fails
+            for key, r in todo:
+                try:
+                    measured[key] = measure_forward(
+                        r.run_config, r.input_size, device, source=str(r.run_dir / "config.yaml")
+                    )
+                except (
+                    BopkdError,
+                    RuntimeError,
+                    ValueError,
+                ) as e:  # e.g. a backbone this install cannot build
+                    failed[key] = f"; timing failed: {(str(e).splitlines() or [type(e).__name__])[0]}"
     for key, rs in groups.items():
         side = [float(r.ms_per_image) for r in rs if r.ms_per_image is not None]
         side_dev = sorted({r.device for r in rs if r.device})
         predict_ms = statistics.median(side) if side else None
-        cfg_r = next(
-            (r for r in rs if r.input_size and isinstance((r.run_config or {}).get("model"), dict)), None
-        )
-        why = ""
-        if device is not None and cfg_r is not None:
-            try:
-                ms, name = measure_forward(
-                    cfg_r.run_config, cfg_r.input_size, device, source=str(cfg_r.run_dir / "config.yaml")
-                )
-            except (BopkdError, RuntimeError, ValueError) as e:  # e.g. a backbone this install cannot build
-                why = f"; timing failed: {(str(e).splitlines() or [type(e).__name__])[0]}"
-            else:
-                how = f"forward pass, median of {BATCHES} batches of 1 after {WARMUP} warm-up, timed by the report"
-                out[key] = Speed(ms, name, how, predict_ms, len(side))
-                continue
-        how = f"median over {len(side)} predict sidecars (forward, decoding, PnP){why}"
+        if key in measured:
+            ms, name = measured[key]
+            how = (
+                f"forward pass, median of {BATCHES} batches of 1 after {WARMUP} warm-up, architectures "
+                "interleaved, timed by the report"
+            )
+            out[key] = Speed(ms, name, how, predict_ms, len(side))
+            continue
+        how = f"median over {len(side)} predict sidecars (forward, decoding, PnP){failed.get(key, '')}"
         out[key] = Speed(predict_ms, ", ".join(side_dev), how, predict_ms, len(side))
     return out

@@ -184,7 +184,9 @@ def test_speed_is_one_figure_per_architecture(tmp_path, monkeypatch):
 
     calls = []
     monkeypatch.setattr(
-        speed, "measure_forward", lambda cfg, size, dev, **kw: calls.append(size) or (7.0, "dev")
+        speed,
+        "measure_forwards",
+        lambda items, dev, **kw: [calls.append(size) or (7.0, "dev") for _, size, _ in items],
     )
     model = {"model": {"obj_ids": [1], "backbone": "tiny-cpu", "levels": [3, 4, 5], "fpn_channels": 16}}
     r2 = tmp_path / "results2"
