@@ -95,13 +95,13 @@ def _synth_config(args, name: str, root: str | Path, **extra):
 
 
 def _lmo_layout(args) -> tuple[str, str]:
-    """Build the dataset with LM-O's models, then copy it as ``ROOT/toolkit_bench/lmo`` with test scene 2."""
-    import json
+    """Build the dataset with LM-O's models as ``ROOT/toolkit_bench_N/lmo`` (N images) with test scene 2."""
     import shutil
 
     from bopkd.data.synth import build_synthetic_dataset
+    from bopkd.data.toolkit_layout import renumber_test_scene
 
-    root = Path(args.root) / "toolkit_bench"
+    root = Path(args.root) / f"toolkit_bench_{args.images}"
     final = root / "lmo"
     if (final / "BENCH_READY").is_file():
         return str(root), "lmo"
@@ -112,13 +112,7 @@ def _lmo_layout(args) -> tuple[str, str]:
     )
     shutil.rmtree(final, ignore_errors=True)
     shutil.copytree(src, final, symlinks=True)
-    (final / "test" / "000000").rename(final / "test" / "000002")
-    tf = final / "test_targets_bop19.json"
-    tf.write_text(json.dumps([{**t, "scene_id": 2} for t in json.loads(tf.read_text())]))
-    desc = final / "bopkd_dataset.json"
-    d = json.loads(desc.read_text())
-    d["test_scene_ids"] = [2]
-    desc.write_text(json.dumps(d))
+    renumber_test_scene(final, 2)
     (final / "BENCH_READY").write_text("ok\n")
     shutil.rmtree(stage_root, ignore_errors=True)
     return str(root), "lmo"

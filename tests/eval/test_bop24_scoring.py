@@ -50,6 +50,20 @@ def test_real_lmo_gt_files(lmo_sample_root):
     assert r["n_evaluated"] == 1517 and r["n_gt"] < 1517
 
 
+GOLDEN = Path(__file__).resolve().parents[1] / "golden"
+
+
+@pytest.mark.parametrize("name", ["gt_lmo-test", "perturbed_lmo-test", "multi_lmo-test"])
+def test_golden_case_equals_the_toolkit(name):
+    """tests/golden (in every clone): eval_bop24_pose.py's scores_bop24.json, every key, to 1e-12."""
+    exp = json.loads((GOLDEN / "expected" / f"{name}.json").read_text())["scores_bop24"]
+    r = DetectionScorer(GOLDEN / "results" / f"{name}.csv", GOLDEN).run()
+    assert set(r["scores_bop24"]) == set(exp)
+    for k, v in exp.items():
+        assert r["scores_bop24"][k] == pytest.approx(v, abs=1e-12), k
+    assert not any("test_targets_bop19.json" in n for n in r["notes"])  # its own test_targets_bop24.json
+
+
 def test_bop19_and_bop24_together_share_the_errors(lmo_sample_root, tmp_path):
     res = score_protocols(
         [lmo_sample_root / "results" / MEGAPOSE], lmo_sample_root, tmp_path, ("bop19", "bop24"), ("bop19",)

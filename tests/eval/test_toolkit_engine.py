@@ -277,3 +277,31 @@ def test_real_toolkit_reproduces_the_oracle(oracle_root, tmp_path):
         "recall_per_threshold"
     ]
     assert rec["ad_recall_th0.1"] == exp["ad_recall_th0.1"]
+
+
+GOLDEN = Path(__file__).resolve().parents[1] / "golden"
+
+
+def test_real_toolkit_reproduces_the_golden_case(tmp_path):
+    """``bopkd score --engine bop_toolkit`` with the real toolkit on tests/golden (in every clone).
+
+    Runs only with BOPKD_TOOLKIT_PYTHON and BOPKD_TOOLKIT_PATH set (tests/golden/README.md says how to
+    install the toolkit); about 40 s on 2 cores. The numbers are the ones tests/golden/expected recorded.
+    """
+    from typer.testing import CliRunner
+
+    from bopkd.cli import app
+
+    _real_toolkit()
+    name = "perturbed_lmo-test"
+    args = ["score", str(GOLDEN / "results" / f"{name}.csv"), "--root", str(GOLDEN), "--out", str(tmp_path)]
+    r = CliRunner().invoke(app, [*args, "--engine", "bop_toolkit"])
+    assert r.exit_code == 0, r.output
+    rec = json.loads((tmp_path / name / "scores_bop_toolkit.json").read_text())
+    exp = json.loads((GOLDEN / "expected" / f"{name}.json").read_text())
+    assert rec["engine"] == "bop_toolkit" and rec["scores_bop19"] == exp["scores_bop19"]
+    assert rec["ad_recall_th0.1"] == exp["ad_recall_th0.1"]
+    assert {k: v for k, v in rec["recall_per_threshold"].items() if k in exp["recall_per_threshold"]} == exp[
+        "recall_per_threshold"
+    ]
+    assert f"AR {exp['scores_bop19']['bop19_average_recall']:.4f}" in r.output
