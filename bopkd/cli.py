@@ -284,6 +284,14 @@ def score(
         str | None,
         typer.Option(help="BOP'24 target images: file in the dataset folder (test_targets_bop24/19.json)"),
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=0,
+            help="Threads for VSD and ADI (0: every core); with --engine bop_toolkit, its --num_workers.",
+        ),
+    ] = 0,
 ) -> None:
     """Score BOP result files (BOP'19 AR and ADD(-S)/ADI/ADD; BOP'24/'25 mAP), or only check them.
 
@@ -296,7 +304,7 @@ def score(
     run_score(
         csvs, root, out, console=console, err_console=err_console, check_only=check_only, engine=engine,
         metrics=metrics, protocol=protocol, targets_file=targets_file, toolkit_python=toolkit_python,
-        toolkit_path=toolkit_path, renderer=renderer,
+        toolkit_path=toolkit_path, renderer=renderer, workers=workers,
     )  # fmt: skip
 
 

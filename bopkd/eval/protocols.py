@@ -88,6 +88,7 @@ def score_protocols(
     targets_file: str | None = None,
     log: Callable[[str], None] | None = None,
     on_result: Callable[[str, str, dict], None] | None = None,
+    workers: int | None = None,
 ) -> dict[str, dict[str, dict]]:
     """Score result files for the given protocols and write their files (one file at a time; the files
     of all protocols of one result file appear together, see :func:`bopkd.eval.score_files.publish_scores`).
@@ -97,6 +98,7 @@ def score_protocols(
             ``add``), used with ``bop19``; targets_file: the BOP'24 targets file name (see
             :func:`bopkd.eval.bop24_scoring.load_target_images`).
         on_result: called as ``(result name, "bop19" | "bop24", result)`` after each result is written.
+        workers: threads of the BOP'19 scoring (:class:`~bopkd.eval.scoring.SubmissionScorer`).
 
     Returns:
         result name -> ``{"bop19": ..., "bop24": ...}`` (the protocols asked for): the dicts of
@@ -112,7 +114,7 @@ def score_protocols(
         sc19 = None
         res: dict[str, dict] = {}
         if "bop19" in protocols:
-            sc19 = SubmissionScorer(path, root, metrics, log=log)
+            sc19 = SubmissionScorer(path, root, metrics, log=log, workers=workers)
             res["bop19"] = sc19.run()
         if "bop24" in protocols or "bop25" in protocols:
             res["bop24"] = DetectionScorer(path, root, targets_file=targets_file, bop19=sc19, log=log).run()

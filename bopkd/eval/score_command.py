@@ -36,13 +36,22 @@ def check_files(csvs: Sequence[Path], root: Path, console, err_console) -> None:
         raise BopkdError(f"{failed} of {len(csvs)} result files failed the check (see the lines above)")
 
 
-def score_with_official_toolkit(csvs, root, out, toolkit_python, toolkit_path, renderer, console) -> None:
+def score_with_official_toolkit(
+    csvs, root, out, toolkit_python, toolkit_path, renderer, console, workers: int | None = None
+) -> None:
     """``--engine bop_toolkit`` (BOP'19 only): run the official scripts and print their scores."""
     from bopkd.eval.naming import parse_result_name
+    from bopkd.eval.scoring import resolve_workers
     from bopkd.eval.toolkit_engine import output_path, score_with_toolkit
 
     for rec in score_with_toolkit(
-        csvs, root, out, python=toolkit_python, toolkit_path=toolkit_path, renderer_type=renderer
+        csvs,
+        root,
+        out,
+        python=toolkit_python,
+        toolkit_path=toolkit_path,
+        renderer_type=renderer,
+        num_workers=resolve_workers(workers),
     ):
         vals = ", ".join(f"{k} {v:.4f}" for k, v in rec["scores"].items() if v is not None)
         _print(console, f"{rec['result_name']} (bop_toolkit): {vals}")
@@ -64,6 +73,7 @@ def run_score(
     toolkit_python: str | None = None,
     toolkit_path: Path | None = None,
     renderer: str = "vispy",
+    workers: int | None = None,
 ) -> None:
     """The ``bopkd score`` command (options as there; ``metrics`` None means ``bop19,ad``)."""
     from bopkd.eval.protocols import parse_protocols, score_protocols, table_bop24
@@ -79,7 +89,9 @@ def run_score(
             raise BopkdError(
                 "--engine bop_toolkit scores --protocol bop19 only; use --engine bopkd for bop24/bop25"
             )
-        return score_with_official_toolkit(csvs, root, out, toolkit_python, toolkit_path, renderer, console)
+        return score_with_official_toolkit(
+            csvs, root, out, toolkit_python, toolkit_path, renderer, console, workers
+        )
     if engine != "bopkd":
         raise BopkdError(f"unknown --engine {engine!r}; use bopkd or bop_toolkit")
     wanted = tuple(m.strip() for m in (metrics or "bop19,ad").split(",") if m.strip())
@@ -96,7 +108,9 @@ def run_score(
             _print(console, f"[yellow]note:[/yellow] {name} ({family}): {n}")
         _print(console, f"{name}: {family} scored in {r['timings']['total']:.2f} s -> {out / name}")
 
-    score_protocols(csvs, root, out, protocols, wanted, targets_file=targets_file, on_result=done)
+    score_protocols(
+        csvs, root, out, protocols, wanted, targets_file=targets_file, on_result=done, workers=workers
+    )
     if results["bop19"]:
         console.print(table(results["bop19"]))
     if results["bop24"]:

@@ -157,8 +157,13 @@ def _load_depth_u16(path: Path) -> np.ndarray:
     return DEPTH_IMAGES.get((str(path), st.st_size, st.st_mtime_ns), load)
 
 
-#: Threads for VSD (images in parallel; the compiled kernels release the GIL).
-VSD_THREADS = max(1, min(4, os.cpu_count() or 1))
+def resolve_workers(workers: int | None) -> int:
+    """Threads for scoring: ``workers``, or every core when None or 0 (``os.cpu_count()``)."""
+    if workers is None or workers == 0:
+        return max(1, os.cpu_count() or 1)
+    if workers < 0:
+        raise BopkdError(f"--workers {workers}: give a number of threads >= 1, or 0 for every core")
+    return int(workers)
 
 
 class SubmissionScorer:
@@ -169,6 +174,8 @@ class SubmissionScorer:
         root: folder holding the BOP datasets.
         metrics: any of ``bop19``, ``ad``, ``adi``, ``add``.
         log: callable for progress messages.
+        workers: threads for VSD (images in parallel; the compiled kernels release the GIL) and the ADI
+            k-d tree queries; None or 0: every core.
     """
 
     def __init__(
@@ -177,12 +184,14 @@ class SubmissionScorer:
         root: str | Path,
         metrics: Sequence[str] = ("bop19", "ad"),
         log: Callable[[str], None] | None = None,
+        workers: int | None = None,
     ):
         from bopkd.eval.naming import parse_result_name
         from bopkd.eval.result_inputs import result_dataset
 
         self.csv_path = Path(csv_path)
         self.metrics = tuple(metrics)
+        self.workers = resolve_workers(workers)
         bad = [m for m in self.metrics if m not in ALL_METRICS]
         if bad:
             raise BopkdError(f"unknown metric(s) {', '.join(bad)}; choose from {', '.join(ALL_METRICS)}")
@@ -324,7 +333,7 @@ class SubmissionScorer:
             args = (self.pair_Re[ok], self.pair_te[ok], self.pair_Rg[ok], self.pair_tg[ok], pts)
             need_adi = "adi" in kinds or ("ad" in kinds and o in sym_ids)
             need_add = "add" in kinds or ("ad" in kinds and o not in sym_ids)
-            e_adi = adi(*args, tree=model_tree(pts), workers=VSD_THREADS) if need_adi else None
+            e_adi = adi(*args, tree=model_tree(pts), workers=self.workers) if need_adi else None
             e_add = add(*args) if need_add else None
             if "adi" in kinds:
                 out["adi"][ok] = e_adi
@@ -411,8 +420,8 @@ class SubmissionScorer:
 
         hits0, miss0 = GT_RENDERS.hits, GT_RENDERS.misses
         items = list(by_image.items())
-        if VSD_THREADS > 1 and len(items) > 1:
-            with ThreadPoolExecutor(VSD_THREADS) as ex:
+        if self.workers > 1 and len(items) > 1:
+            with ThreadPoolExecutor(self.workers) as ex:
                 for f in [ex.submit(image, k, qs) for k, qs in items]:
                     f.result()
         else:
@@ -560,6 +569,7 @@ def score_submissions(
     metrics: Sequence[str] = ("bop19", "ad"),
     engine: str = "bopkd",
     log: Callable[[str], None] | None = None,
+    workers: int | None = None,
 ) -> dict[str, dict]:
     """Score result CSVs and write ``out_dir/<result name>/`` (see :mod:`bopkd.eval.scores_io`).
 
@@ -569,6 +579,7 @@ def score_submissions(
         out_dir: output folder (default ``results/scores``).
         metrics: ``bop19`` (AR: VSD, MSSD, MSPD), ``ad`` (ADD(-S)), ``adi``, ``add``.
         engine: ``bopkd`` (this module) or ``bop_toolkit`` (:mod:`bopkd.eval.toolkit_engine`).
+        workers: bopkd's threads (see :class:`SubmissionScorer`); the toolkit's ``--num_workers``.
 
     Returns:
         result name -> dict with ``scores_bop19`` (the toolkit's keys), ``metrics`` (name ->
@@ -582,13 +593,19 @@ def score_submissions(
             from bopkd.eval.toolkit_engine import score_with_toolkit
         except ImportError as e:  # pragma: no cover - the module ships with bopkd
             raise BopkdError(f"--engine bop_toolkit is not available ({e}); use --engine bopkd") from None
-        recs = score_with_toolkit(list(csv_paths), root, out_dir, ad="ad" in metrics or "adi" in metrics)
+        recs = score_with_toolkit(
+            list(csv_paths),
+            root,
+            out_dir,
+            ad="ad" in metrics or "adi" in metrics,
+            num_workers=resolve_workers(workers),
+        )
         return {r["result_name"]: r for r in recs}
     if engine != "bopkd":
         raise BopkdError(f"unknown engine {engine!r}; use bopkd or bop_toolkit")
     out: dict[str, dict] = {}
     for csv in csv_paths:
-        res = SubmissionScorer(csv, root, metrics, log=log).run()
+        res = SubmissionScorer(csv, root, metrics, log=log, workers=workers).run()
         res["files"] = [str(p) for p in write_outputs(res, out_dir)]
         out[res["result_name"]] = res
     return out

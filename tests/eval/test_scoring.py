@@ -359,3 +359,20 @@ def test_cli_scores_and_prints_a_table(oracle_root, lmo_sample_root, tmp_path):
     )
     assert r.exit_code == 0, r.output
     assert "VSD skipped" in r.output
+
+
+def test_workers_give_identical_scores_and_errors(tmp_path):
+    """1, 2 and 3 threads (images in parallel for VSD; ADI k-d tree queries) give the same numbers."""
+    from bopkd.eval.scoring import resolve_workers
+
+    csv_path = GOLDEN_ROOT / "results" / "multi_lmo-test.csv"
+    runs = [SubmissionScorer(csv_path, GOLDEN_ROOT, ("bop19", "ad", "adi"), workers=w) for w in (1, 2, 3)]
+    res = [sc.run() for sc in runs]
+    assert [sc.workers for sc in runs] == [1, 2, 3]
+    for sc, r in zip(runs[1:], res[1:], strict=True):
+        assert r["scores_bop19"] == res[0]["scores_bop19"]
+        for k, e in runs[0].pairs.errors.items():
+            np.testing.assert_array_equal(sc.pairs.errors[k], e)
+    assert resolve_workers(0) == resolve_workers(None) >= 1
+    with pytest.raises(BopkdError, match="--workers -1"):
+        resolve_workers(-1)

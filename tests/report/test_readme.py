@@ -92,12 +92,9 @@ def test_readme_blocks_equal_their_report_files():
     found = blocks((ROOT / "README.md").read_text(encoding="utf-8"))
     if not found:
         pytest.skip("README.md has no <!-- results:begin ... --> block")
-    present = {name: ROOT / name for name in found if (ROOT / name).is_file()}
-    if not present:
-        pytest.skip(
-            f"no report file named by README.md's blocks exists here ({', '.join(found)}; reports/ is "
-            "git-ignored, so a clone has none): run the study and bopkd report ... --update-readme README.md"
-        )
+    missing = [name for name in found if not (ROOT / name).is_file()]
+    assert not missing, f"README.md blocks name files that are not in the repository: {missing}"
+    present = {name: ROOT / name for name in found}
     for name, path in present.items():
         want = path.read_text(encoding="utf-8").rstrip("\n")
         assert found[name].rstrip("\n") == want, (
