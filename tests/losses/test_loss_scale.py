@@ -127,7 +127,8 @@ def test_kd_to_task_ratio_equals_the_reference_formulas():
     s, t, batch, tcells, terms = _setup()
     asg = batch["assignment"]
     assert asg["num_pos"] > 10
-    kd = OTKD(OTKDConfig(num_cells=1000), LossConfig())(s, batch, t)["kd_ot"]
+    kd = OTKD(OTKDConfig(num_cells=1000), LossConfig())(s, batch, t)["kd_ot"].detach()
+    terms = {k: v.detach() for k, v in terms.items()}
     cls_ref = 0.1 * reference_focal_sum(s["cls_logits"].detach().double().numpy(), asg["labels"].numpy())
     kpt_ref = 1.0 * reference_kpt_sum(s, batch, asg)
     kd_ref = 5.0 * reference_ot(s, tcells, t, asg)
@@ -138,6 +139,7 @@ def test_kd_to_task_ratio_equals_the_reference_formulas():
     assert ratio == pytest.approx(kd_ref / (cls_ref + kpt_ref), rel=2e-3)
     # the per-positive mean (an ablation) makes the same weight P times stronger relative to the task
     per_pos = PoseLoss(LossConfig(reduction="mean_per_positive"))(s, batch, assignment=asg)
+    per_pos = {k: v.detach() for k, v in per_pos.items()}
     ratio_pp = float(kd) / float(per_pos["loss_cls"] + per_pos["loss_kpt"])
     assert ratio_pp == pytest.approx(ratio * asg["num_pos"], rel=1e-5)
 
@@ -177,9 +179,11 @@ def test_doubling_the_batch_doubles_task_terms_and_keeps_the_kd_term():
     b2, s2, t2 = _doubled(batch), _doubled_out(s), _doubled_out(t)
     terms2 = PoseLoss()(s2, b2, assignment=b2["assignment"])
     for k in ("loss_cls", "loss_kpt"):
-        assert float(terms2[k]) == pytest.approx(2 * float(terms[k]), rel=1e-5)
+        assert float(terms2[k].detach()) == pytest.approx(2 * float(terms[k].detach()), rel=1e-5)
     ot = OTKD(OTKDConfig(num_cells=1000))
-    assert float(ot(s2, b2, t2)["kd_ot"]) == pytest.approx(float(ot(s, batch, t)["kd_ot"]), rel=1e-5)
+    assert float(ot(s2, b2, t2)["kd_ot"].detach()) == pytest.approx(
+        float(ot(s, batch, t)["kd_ot"].detach()), rel=1e-5
+    )
 
 
 def test_pred_and_fkd_keep_their_ratio_to_the_task_under_both_reductions():
@@ -195,6 +199,7 @@ def test_pred_and_fkd_keep_their_ratio_to_the_task_under_both_reductions():
         strides = [int(v) for v in s["anchors"]["strides"]]
         fkd.strides = [st for st in strides if str(st) in fkd.adapters]
         f = sum(fkd(s, batch, t).values())
+        pred, f, task = pred.detach(), f.detach(), {k: v.detach() for k, v in task.items()}
         ratios[red] = (float(pred) / float(task["loss_kpt"]), float(f) / float(sum(task.values())))
     assert ratios["sum"][0] == pytest.approx(ratios["mean_per_positive"][0], rel=1e-5)
     assert ratios["sum"][1] == pytest.approx(ratios["mean_per_positive"][1], rel=1e-5)
