@@ -11,7 +11,10 @@ poses, plus low-scored duplicates), and times ``score_submissions(..., metrics=(
   come from the in-process caches of ``bopkd.eval.lru``): what each further result file costs in one
   ``bopkd score a.csv b.csv ...``;
 - ``fresh (no caches)``: a new scorer with the in-process caches emptied (depth decoded and GTs rendered
-  again), numba code already loaded: what a first result file costs apart from the one-off start-up.
+  again), numba code already loaded: what a first result file costs apart from the one-off start-up;
+- ``bopkd score (CLI)`` in a new process, and that process's parts: importing the CLI, importing numba,
+  numba's one-off set-up with the first cached kernel (its registries, which import scipy.linalg for the
+  BLAS check), and the scoring (its other kernels, imports and the work).
 
 Prints wall and CPU seconds, estimates/s and peak memory (Python allocations by tracemalloc; the
 process's resident maximum). Then the BOP'24/'25 mAP (``DetectionScorer``, ``eval_bop24_pose.py``) of the
@@ -190,7 +193,43 @@ def bench_bop19(csv: Path, args, tmp: Path) -> dict:
     )
     cli = _cli(csv, args, tmp / "cli")
     print(f"{'bopkd score (CLI)':18s}: {cli:6.3f} s wall, new process, everything included")
+    parts = _startup_parts(csv, args, tmp / "parts")
+    print("new process, by part (s): " + ", ".join(f"{k} {v:.3f}" for k, v in parts.items()))
     return {"res": r, "first": first, "fresh": fresh, "steady": steady}
+
+
+#: Run in a new process: the parts of a first scoring (what a fresh ``bopkd score`` pays besides the work).
+_PARTS = """
+import sys, time
+t0 = time.perf_counter()
+import bopkd.cli
+t1 = time.perf_counter()
+import numba
+t2 = time.perf_counter()
+import numpy as np
+from bopkd.eval.raster import _readback
+_readback(np.zeros((1, 1)), np.float32(1), np.float32(1), np.zeros((1, 1), np.float32))
+t3 = time.perf_counter()
+from bopkd.eval.scoring import score_submissions
+score_submissions([sys.argv[1]], sys.argv[2], sys.argv[3], metrics=("bop19", "ad"))
+t4 = time.perf_counter()
+print(t1 - t0, t2 - t1, t3 - t2, t4 - t3)
+"""
+
+
+def _startup_parts(csv: Path, args, out: Path) -> dict[str, float]:
+    """Seconds of each part of a first scoring in a new process (interpreter start-up not included)."""
+    import subprocess
+
+    r = subprocess.run(
+        [sys.executable, "-c", _PARTS, str(csv), str(args.root), str(out)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    vals = [float(v) for v in r.stdout.split()[-4:]]
+    names = ("import bopkd.cli", "import numba", "numba registries + first cached kernel", "scoring")
+    return dict(zip(names, vals, strict=True))
 
 
 def bench_bop24(csv: Path, args, tmp: Path, bop19_steady: float) -> None:
