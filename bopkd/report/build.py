@@ -196,6 +196,11 @@ def readme_results(rep: Report, header: str) -> str:
     return "\n".join(md)
 
 
+def _wide(table_html: str) -> str:
+    """A table in a box that scrolls sideways when it is wider than the page, so the page keeps its width."""
+    return f"<div class='wide'>{table_html}</div>"
+
+
 def _html(rep: Report, title: str, intro: str, notes, protocol_text: str, pngs: dict, results) -> str:
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
@@ -203,7 +208,7 @@ def _html(rep: Report, title: str, intro: str, notes, protocol_text: str, pngs: 
         "<style>body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}"
         "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 7px;text-align:left;"
         "white-space:nowrap}td:first-child{white-space:normal;min-width:22em}th{background:#f3f3f3}"
-        "img{max-width:100%}.note{color:#555}</style>",
+        "img{max-width:100%}.note{color:#555}.wide{overflow-x:auto}</style>",
         "</head><body>",
         f"<h1>{html.escape(title)}</h1>",
         f"<p class='note'>Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC. {html.escape(intro)}</p>",
@@ -214,9 +219,9 @@ def _html(rep: Report, title: str, intro: str, notes, protocol_text: str, pngs: 
     parts.append(f"<p class='note'>{html.escape(SUMMARY_TEXT)}</p>")
     for heading, df in _sections(rep):
         parts.append(f"<h2>{html.escape(heading)}</h2>")
-        parts.append(df.to_html(index=False, escape=True, na_rep="–") if len(df) else "<p>(none)</p>")
+        parts.append(_wide(df.to_html(index=False, escape=True, na_rep="–")) if len(df) else "<p>(none)</p>")
     parts.append("<h2>Comparison</h2>")
-    parts.append(display_table(rep.table).to_html(index=False, escape=True, na_rep="–"))
+    parts.append(_wide(display_table(rep.table).to_html(index=False, escape=True, na_rep="–")))
     for caption, data in pngs.values():
         b64 = base64.b64encode(data).decode("ascii")
         cap = html.escape(caption)
