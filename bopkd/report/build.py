@@ -8,6 +8,7 @@ each architecture once (:mod:`bopkd.report.speed`), aggregates seeds (:mod:`bopk
     OUT/table.md, table.csv (numbers), table.tex, runs.csv (one row per submission, not aggregated)
     OUT/summary.csv, summary.md         mean and sample std over seeds of every score, n, seeds
     OUT/paired_vs_direct.csv, .md       paired difference to direct training, 95 % t interval
+    OUT/paired_ot_vs_pred_fkd.csv, .md  paired difference of the OT rows to pred and FKD (when both ran)
     OUT/settings.csv, settings.md       the training settings of each row
     OUT/speed.csv, speed.md             one speed per architecture and how it was obtained
     OUT/README_results.md               summary, paired differences, settings and speed, for README.md
@@ -36,6 +37,7 @@ from bopkd.report.settings import settings_table
 from bopkd.report.speed import Speed, architecture_speeds
 from bopkd.report.stats import (
     KD_ORDER,
+    ot_vs_baselines,
     paired_differences,
     paired_display,
     summary_display,
@@ -66,7 +68,8 @@ SUMMARY_TEXT = (
     "Recalls in percent: mean ± sample standard deviation over seeds (n seeds). Paired difference: "
     "distilled minus direct training (kd = none, same other settings) over the seeds both have, in "
     "percentage points, mean [95 % interval of Student's t with n-1 degrees of freedom]; with one common "
-    "seed there is no interval (n=1)."
+    "seed there is no interval (n=1). The OT rows are also compared, in the same way, with prediction KD and "
+    "FKD of the same settings."
 )
 
 
@@ -77,6 +80,7 @@ class Report:
     runs: pd.DataFrame
     summary: pd.DataFrame = field(default_factory=pd.DataFrame)
     paired: pd.DataFrame = field(default_factory=pd.DataFrame)
+    paired_ot: pd.DataFrame = field(default_factory=pd.DataFrame)
     settings: pd.DataFrame = field(default_factory=pd.DataFrame)
     speed: pd.DataFrame = field(default_factory=pd.DataFrame)
     files: dict[str, Path] = field(default_factory=dict)
@@ -154,6 +158,7 @@ def _tables(results: list[ModelResult], speed_device: str | None):
         comparison_table(runs),
         summary,
         paired_differences(runs),
+        ot_vs_baselines(runs),
         settings,
         speed_frame(results, speeds),
     )
@@ -178,9 +183,18 @@ def _figures(rep: Report, results: list[ModelResult]) -> dict[str, tuple[str, by
 
 def _sections(rep: Report) -> list[tuple[str, pd.DataFrame]]:
     """(heading, display frame) of the tables shown in report.md, report.html and README_results.md."""
-    return [
+    out = [
         ("Mean ± std over seeds", summary_display(rep.summary)),
         ("Paired difference to direct training (points, 95 % t interval)", paired_display(rep.paired)),
+    ]
+    if not rep.paired_ot.empty:
+        out.append(
+            (
+                "Paired difference of OT to prediction KD and FKD (points, 95 % t interval)",
+                paired_display(rep.paired_ot),
+            )
+        )
+    return out + [
         ("Settings of each row", rep.settings.drop(columns=["config"])),
         ("Speed (one measurement per architecture)", _speed_display(rep.speed)),
     ]
@@ -269,9 +283,9 @@ def build_report(
         Path(scores_dir) if scores_dir else None,
         None if csvs is None else [Path(c) for c in csvs],
     )
-    runs, table, summary, paired, settings, speed = _tables(results, speed_device)
+    runs, table, summary, paired, paired_ot, settings, speed = _tables(results, speed_device)
     out_dir.mkdir(parents=True, exist_ok=True)
-    rep = Report(out_dir, table, runs, summary, paired, settings, speed)
+    rep = Report(out_dir, table, runs, summary, paired, paired_ot, settings, speed)
 
     def put(name: str, data: str | bytes) -> None:
         (atomic_write_bytes if isinstance(data, bytes) else atomic_write_text)(out_dir / name, data)
@@ -285,6 +299,7 @@ def build_report(
     for name, df, display in (
         ("summary", summary, summary_display(summary)),
         ("paired_vs_direct", paired, paired_display(paired)),
+        *([("paired_ot_vs_pred_fkd", paired_ot, paired_display(paired_ot))] if not paired_ot.empty else []),
         ("settings", settings, settings),
         ("speed", speed, _speed_display(speed)),
     ):

@@ -1,4 +1,4 @@
-"""Statistics over seeds: per-row mean and standard deviation, and paired differences to direct training.
+"""Statistics over seeds: per-row mean and standard deviation, and paired differences to a baseline method.
 
 Rows are model configurations (:mod:`bopkd.report.settings`); scores are recalls in percent.
 
@@ -10,7 +10,9 @@ Rows are model configurations (:mod:`bopkd.report.settings`); scores are recalls
   ``d̄ ± t_{0.975, n-1} s_d / sqrt(n)`` with the quantile of Student's t distribution with n - 1 degrees of
   freedom (``scipy.stats.t.ppf``): the paired t interval (Student, Biometrika 6(1), 1908; Montgomery &
   Runger, *Applied Statistics and Probability for Engineers*, Sec. 10-4 "Paired t-test"). With one common
-  seed there is no interval (no estimate of the spread); the tables say ``n=1``.
+  seed there is no interval (no estimate of the spread); the tables say ``n=1``. The same paired interval
+  compares the OT rows (``ot``, ``fkd+ot``) with prediction KD and FKD of the same settings otherwise
+  (:func:`ot_vs_baselines`), so that "does OT beat pred and FKD beyond seed noise" is read off an interval.
 """
 
 from __future__ import annotations
@@ -78,52 +80,40 @@ def t_interval(d: np.ndarray, level: float = LEVEL) -> tuple[float, float, float
     return mean, sd, q, mean - half, mean + half
 
 
-def _direct_rows(runs: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    direct = runs[(runs["role"] == "student") & (runs["kd"] == "none")]
-    return {k: g for k, g in direct.groupby("base_key", sort=False)}
+def _baseline_rows(runs: pd.DataFrame, kd: str) -> dict[str, list[pd.DataFrame]]:
+    """The student rows of method ``kd`` by ``base_key`` (the other settings), one frame per row label (a
+    method run at several weights has several rows, and each is a baseline of its own)."""
+    base = runs[(runs["role"] == "student") & (runs["kd"] == kd)]
+    return {
+        k: [m for _, m in g.groupby("model", sort=False)] for k, g in base.groupby("base_key", sort=False)
+    }
 
 
-def paired_differences(runs: pd.DataFrame) -> pd.DataFrame:
-    """One row per distilled student row and score: ``model``, ``direct`` (the direct-training row),
-    ``metric``, ``n`` (common seeds), ``seeds``, ``mean diff``, ``sd diff``, ``t``, ``ci low``, ``ci high``
-    (percentage points; 95 % paired t interval) and ``note`` (``n=1: no interval``, or why there is no pair).
+def paired_differences(
+    runs: pd.DataFrame, baseline: str = "none", methods: tuple[str, ...] | None = None
+) -> pd.DataFrame:
+    """One row per student row of ``methods`` (default: every method but the baseline) and score: ``model``,
+    ``direct`` (the baseline row it is compared with: direct training, kd = none, unless ``baseline`` names
+    another method), ``metric``, ``n`` (common seeds), ``seeds``, ``mean diff``, ``sd diff``, ``t``, ``ci low``,
+    ``ci high`` (percentage points; 95 % paired t interval) and ``note`` (``n=1: no interval``, or why there
+    is no pair).
     """
     scores = present_scores(runs)
-    direct = _direct_rows(runs)
-    students = runs[(runs["role"] == "student") & (runs["kd"] != "none")]
+    direct = _baseline_rows(runs, baseline)
+    students = runs[(runs["role"] == "student") & (runs["kd"] != baseline)]
+    if methods is not None:
+        students = students[students["kd"].isin(methods)]
+    no_base = _NO_DIRECT if baseline == "none" else f"no {baseline} row with the same other settings"
     out = []
     for _key, g in students.groupby("row_key", sort=False):
         head = {"model": g["model"].iloc[0], "kd": g["kd"].iloc[0], "backbone": g["backbone"].iloc[0]}
-        base = direct.get(g["base_key"].iloc[0])
-        if base is None:
+        bases = direct.get(g["base_key"].iloc[0])
+        if not bases:
             for m in scores:
-                out.append({**head, "direct": "", "metric": m, "n": 0, "seeds": "", "note": _NO_DIRECT})
+                out.append({**head, "direct": "", "metric": m, "n": 0, "seeds": "", "note": no_base})
             continue
-        pair = g.dropna(subset=["seed"]).merge(
-            base.dropna(subset=["seed"]), on="seed", suffixes=("", " direct")
-        )
-        for m in scores:
-            x = pd.to_numeric(pair[m], errors="coerce")
-            y = pd.to_numeric(pair[f"{m} direct"], errors="coerce")
-            ok = x.notna() & y.notna()
-            d = 100.0 * (x[ok] - y[ok]).to_numpy(float)
-            mean, sd, q, lo, hi = t_interval(d)
-            note = "" if len(d) > 1 else ("n=1: no interval" if len(d) == 1 else "no common seed")
-            out.append(
-                {
-                    **head,
-                    "direct": base["model"].iloc[0],
-                    "metric": m,
-                    "n": int(len(d)),
-                    "seeds": _seeds_text(pair.loc[ok, "seed"]),
-                    "mean diff": mean,
-                    "sd diff": sd,
-                    "t": q,
-                    "ci low": lo,
-                    "ci high": hi,
-                    "note": note,
-                }
-            )
+        for base in bases:
+            out += _paired_rows(head, g, base, scores)
     cols = ["model", "kd", "backbone", "direct", "metric", "n", "seeds"]
     cols += ["mean diff", "sd diff", "t", "ci low", "ci high", "note"]
     df = pd.DataFrame(out, columns=cols)
@@ -136,6 +126,43 @@ def paired_differences(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 _NO_DIRECT = "no direct-training row (kd = none) with the same other settings"
+
+
+def _paired_rows(head: dict, g: pd.DataFrame, base: pd.DataFrame, scores: list[str]) -> list[dict]:
+    """The rows of :func:`paired_differences` for student rows ``g`` against baseline rows ``base``."""
+    pair = g.dropna(subset=["seed"]).merge(base.dropna(subset=["seed"]), on="seed", suffixes=("", " direct"))
+    out = []
+    for m in scores:
+        x = pd.to_numeric(pair[m], errors="coerce")
+        y = pd.to_numeric(pair[f"{m} direct"], errors="coerce")
+        ok = x.notna() & y.notna()
+        d = 100.0 * (x[ok] - y[ok]).to_numpy(float)
+        mean, sd, q, lo, hi = t_interval(d)
+        note = "" if len(d) > 1 else ("n=1: no interval" if len(d) == 1 else "no common seed")
+        out.append(
+            {
+                **head,
+                "direct": base["model"].iloc[0],
+                "metric": m,
+                "n": int(len(d)),
+                "seeds": _seeds_text(pair.loc[ok, "seed"]),
+                "mean diff": mean,
+                "sd diff": sd,
+                "t": q,
+                "ci low": lo,
+                "ci high": hi,
+                "note": note,
+            }
+        )
+    return out
+
+
+def ot_vs_baselines(runs: pd.DataFrame) -> pd.DataFrame:
+    """Paired differences of the OT rows (``ot``, ``fkd+ot``) to prediction KD and to FKD (same columns as
+    :func:`paired_differences`; ``direct`` names the pred or FKD row)."""
+    parts = [paired_differences(runs, b, ("ot", "fkd+ot")) for b in ("pred", "fkd")]
+    parts = [p for p in parts if not p.empty and (p["n"] > 0).any()]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
 def fmt_mean_std(mean: float, std: float, digits: int = 1) -> str:
@@ -168,7 +195,7 @@ def paired_display(paired: pd.DataFrame) -> pd.DataFrame:
     """Paired differences as strings: one line per distilled row (the direct row it is compared with, n,
     seeds), ``mean [95 % CI]`` per score; empty when there is no distilled row."""
     rows = []
-    for model, g in paired.groupby("model", sort=False):
+    for (model, _vs), g in paired.groupby(["model", "direct"], sort=False):
         n = int(g["n"].max())
         row = {"model": model, "vs": g["direct"].iloc[0] if n else g["note"].iloc[0], "n": n}
         row["seeds"] = g.loc[g["n"].idxmax(), "seeds"]

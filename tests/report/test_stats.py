@@ -230,3 +230,36 @@ def test_an_intermediate_checkpoint_is_its_own_row(tmp_path):
     _sub(r, "bopkd-none-small-s0-at300", "none", 0, 0.1, 0.1, iters, side_extra={"iteration": 300})
     models = sorted({x.model for x in collect_results(r)})
     assert models == ["small / none", "small / none at iteration 300"]
+
+
+def test_ot_rows_are_compared_with_pred_and_fkd_by_hand(tmp_path):
+    """OT minus pred and OT minus FKD on the seeds they share, with the paired t interval."""
+    r = tmp_path / "results"
+    r.mkdir()
+    ars = {
+        "none": [0.20, 0.25, 0.30],
+        "pred": [0.22, 0.24, 0.35],
+        "fkd": [0.21, 0.27, 0.33],
+        "ot": [0.26, 0.27, 0.40],
+    }
+    for kd, vals in ars.items():
+        for s, a in enumerate(vals):
+            _sub(r, f"bopkd-{kd}-small-s{s}", kd, s, a, 0.1)
+    rep = build_report(r, tmp_path / "rep")
+    p = rep.paired_ot.set_index(["model", "direct", "metric"])
+    ot, pred, fkd = (
+        "small / ot (w=5, no teacher-PnP filter — deviation)",
+        "small / pred (w=5)",
+        "small / fkd (w=1)",
+    )
+    vs_pred = p.loc[(ot, pred, "AR")]  # 26-22, 27-24, 40-35 = 4, 3, 5 points
+    assert (vs_pred["n"], vs_pred["seeds"]) == (3, "0,1,2")
+    assert vs_pred["mean diff"] == pytest.approx(4.0) and vs_pred["sd diff"] == pytest.approx(1.0)
+    half = T_975_2 * 1.0 / math.sqrt(3)
+    assert vs_pred["ci low"] == pytest.approx(4.0 - half, rel=1e-4)
+    vs_fkd = p.loc[(ot, fkd, "AR")]  # 5, 0, 7
+    assert vs_fkd["mean diff"] == pytest.approx(4.0)
+    assert set(rep.paired_ot["model"]) == {ot}  # pred and fkd rows are baselines here, not compared
+    md = rep.files["paired_ot_vs_pred_fkd.md"].read_text()
+    assert f"+4.0 [{4.0 - half:+.1f}, {4.0 + half:+.1f}]" in md
+    assert "Paired difference of OT to prediction KD and FKD" in rep.files["README_results.md"].read_text()
