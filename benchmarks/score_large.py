@@ -102,7 +102,7 @@ def bench_bopkd(csv: Path, args, tmp: Path) -> dict:
         lru.DEPTH_IMAGES.clear()
         lru.GT_RENDERS.clear()
 
-    cli = _cli(csv, args.root, tmp / "cli")
+    cli = _cli(csv, args.root, tmp / "cli", "--workers", str(args.workers))
     cli1 = _cli(csv, args.root, tmp / "cli1", "--workers", "1")
     first, _, r = _timer(score)
     fresh, _, r = _best(score, args.repeat, before=clear)

@@ -108,9 +108,13 @@ def _load_depth_u16(path: Path) -> np.ndarray:
 
 
 def resolve_workers(workers: int | None) -> int:
-    """Threads for scoring: ``workers``, or every core when None or 0 (``os.cpu_count()``)."""
+    """Threads for scoring: ``workers``, or every core this process may use when None or 0 (its CPU
+    affinity, which containers and ``taskset`` restrict; ``os.cpu_count()`` where that is unknown)."""
     if workers is None or workers == 0:
-        return max(1, os.cpu_count() or 1)
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except (AttributeError, OSError):  # no sched_getaffinity (macOS, Windows)
+            return max(1, os.cpu_count() or 1)
     if workers < 0:
         raise BopkdError(f"--workers {workers}: give a number of threads >= 1, or 0 for every core")
     return int(workers)
@@ -529,7 +533,8 @@ def score_submissions(
         out_dir: output folder (default ``results/scores``).
         metrics: ``bop19`` (AR: VSD, MSSD, MSPD), ``ad`` (ADD(-S)), ``adi``, ``add``.
         engine: ``bopkd`` (this module) or ``bop_toolkit`` (:mod:`bopkd.eval.toolkit_engine`).
-        workers: bopkd's threads (see :class:`SubmissionScorer`); the toolkit's ``--num_workers``.
+        workers: bopkd's threads (see :class:`SubmissionScorer`); with ``engine="bop_toolkit"`` the toolkit's
+            ``--num_workers`` (None or 0: every core, as for bopkd).
 
     Returns:
         result name -> dict with ``scores_bop19`` (the toolkit's keys), ``metrics`` (name ->

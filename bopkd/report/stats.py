@@ -162,7 +162,11 @@ def ot_vs_baselines(runs: pd.DataFrame) -> pd.DataFrame:
     :func:`paired_differences`; ``direct`` names the pred or FKD row)."""
     parts = [paired_differences(runs, b, ("ot", "fkd+ot")) for b in ("pred", "fkd")]
     parts = [p for p in parts if not p.empty and (p["n"] > 0).any()]
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    if not parts:
+        return pd.DataFrame()
+    df = pd.concat(parts, ignore_index=True)
+    first = {m: i for i, m in enumerate(dict.fromkeys(df["model"]))}  # a model's comparisons together
+    return df.sort_values("model", key=lambda c: c.map(first), kind="stable").reset_index(drop=True)
 
 
 def fmt_mean_std(mean: float, std: float, digits: int = 1) -> str:

@@ -13,9 +13,11 @@ test scene's depth and JSON files, ``test_targets_bop19.json`` and ``test_target
 Result files (``results/``):
 
 - ``gt_lmo-test.csv``: every GT pose, score 1;
-- ``perturbed_lmo-test.csv``: the GT instances cycled through known cases (exact, small, medium and large
-  errors, a wrong pose, a missing estimate, a symmetric equivalent, a 10 mm depth shift, two estimates
-  with different scores, two with equal scores) plus, per image, an estimate of an object absent from it;
+- ``perturbed_lmo-test.csv``: every instance of a symmetric object (10, 11) in a pose that differs from
+  its GT by one of its symmetries; the other instances cycled through known cases (exact, small, medium
+  and large errors, a wrong pose, a missing estimate, a half turn about the model's z axis, a 10 mm depth
+  shift, two estimates with different scores, two with equal scores); plus, per image, an estimate of an
+  object absent from it;
 - ``multi_lmo-test.csv``: three noisy poses with random scores per GT instance and two false positives
   per image (the BOP'24 detection case: many estimates per image, ranked by score).
 
@@ -130,9 +132,15 @@ def perturbed_estimates(root: Path) -> list:
     rng = np.random.default_rng(SEED)
     out, k = [], 0
     for ds, s, i, gts, tm in _instances(root):
+        infos = ds.models_info(eval=True)
         for g in gts:
-            case, k = k % 10, k + 1
             R, t, sc = g.R, g.t, float(np.round(rng.uniform(0.2, 1.0), 3))
+            if infos[g.obj_id].is_symmetric:  # a pose that differs from the GT by one of its symmetries
+                Rs, ts = symmetry_transforms(infos[g.obj_id])
+                j = len(Rs) // 2
+                out.append(Estimate(s, i, g.obj_id, sc, g.R @ Rs[j], g.R @ ts[j] + g.t, tm))
+                continue
+            case, k = k % 10, k + 1
             if case == 1:
                 R, t = _rot(rng, 1.0) @ g.R, g.t + rng.normal(size=3) * 2.0
             elif case == 2:
@@ -143,10 +151,8 @@ def perturbed_estimates(root: Path) -> list:
                 R, t = _rot(rng, 120.0) @ g.R, g.t + np.array([150.0, -80.0, 60.0])
             elif case == 5:
                 continue
-            elif case == 6:
-                Rs, ts = symmetry_transforms(ds.models_info(eval=True)[g.obj_id])
-                j = len(Rs) // 2
-                R, t = g.R @ Rs[j], g.R @ ts[j] + g.t
+            elif case == 6:  # a half turn about the model's z axis: wrong for an object without symmetry
+                R = g.R @ np.diag([-1.0, -1.0, 1.0])
             elif case == 7:
                 t = g.t + np.array([0.0, 0.0, 10.0])
             elif case == 8:
@@ -177,7 +183,7 @@ def multi_estimates(root: Path) -> list:
                 out.append(
                     Estimate(s, i, g.obj_id, sc, _rot(rng, deg) @ g.R, g.t + rng.normal(size=3) * mm, tm)
                 )
-        for _ in range(2):
+        for _ in range(2 if gts else 0):
             g = gts[int(rng.integers(len(gts)))]
             o = int(rng.choice(ds.obj_ids))
             sc = float(np.round(rng.uniform(0.05, 1.0), 3))
@@ -277,7 +283,13 @@ def toolkit_expected(root: Path) -> None:
         "commit": tk.commit,
         "made_by": "BOPKD_TOOLKIT_PYTHON=... BOPKD_TOOLKIT_PATH=... python tests/golden/make_golden.py --toolkit-only",
         "environment": "BOP_PATH=tests/golden; BOP_RESULTS_PATH=TMP/results; BOP_EVAL_PATH=TMP/eval; "
-        "EGL_PLATFORM=surfaceless (vispy renderer on Mesa llvmpipe, no display); run from the toolkit checkout",
+        + (
+            f"EGL_PLATFORM={os.environ.get('EGL_PLATFORM', 'surfaceless')} (vispy renderer; set by bopkd without "
+            "a display); "
+            if not os.environ.get("DISPLAY")
+            else f"DISPLAY={os.environ['DISPLAY']}; "
+        )
+        + "eval_bop19/calc_errors/calc_scores run from the toolkit checkout, eval_bop24_pose.py from TMP",
         "commands": commands,
     }
     (exp / "toolkit.json").write_text(json.dumps(meta, indent=1) + "\n")
@@ -293,6 +305,7 @@ def main() -> None:
         build_dataset(root)
         write_results(root)
         print(f"wrote {root / 'lmo'} and {root / 'results'}")
+        print("expected/ holds the toolkit's scores of the previous files: recompute it with --toolkit-only")
     else:
         toolkit_expected(root)
 

@@ -263,3 +263,25 @@ def test_ot_rows_are_compared_with_pred_and_fkd_by_hand(tmp_path):
     md = rep.files["paired_ot_vs_pred_fkd.md"].read_text()
     assert f"+4.0 [{4.0 - half:+.1f}, {4.0 + half:+.1f}]" in md
     assert "Paired difference of OT to prediction KD and FKD" in rep.files["README_results.md"].read_text()
+    # A model's comparisons are listed together: vs pred, then vs FKD.
+    assert list(dict.fromkeys(zip(rep.paired_ot["model"], rep.paired_ot["direct"], strict=True))) == [
+        (ot, pred),
+        (ot, fkd),
+    ]
+
+
+def test_a_baseline_at_two_weights_gives_one_comparison_each(tmp_path):
+    """pred at weights 5 and 2: the OT row is compared with each of them, over the seeds each shares."""
+    r = tmp_path / "results"
+    r.mkdir()
+    for s, (a, p5, p2) in enumerate([(0.30, 0.20, 0.25), (0.32, 0.22, 0.31), (0.40, 0.30, 0.30)]):
+        _sub(r, f"bopkd-ot-small-s{s}", "ot", s, a, 0.1)
+        _sub(r, f"bopkd-pred-small-s{s}", "pred", s, p5, 0.1)
+        if s < 2:
+            _sub(r, f"bopkd-pred-w2-small-s{s}", "pred", s, p2, 0.1, {"kd": {"weight": 2.0}})
+    rep = build_report(r, tmp_path / "rep")
+    p = rep.paired_ot[rep.paired_ot["metric"] == "AR"].set_index("direct")
+    assert set(p.index) == {"small / pred (w=5)", "small / pred (w=2)"}
+    w5, w2 = p.loc["small / pred (w=5)"], p.loc["small / pred (w=2)"]
+    assert (w5["n"], w5["mean diff"]) == (3, pytest.approx(10.0))  # 10, 10, 10
+    assert (w2["n"], w2["seeds"], w2["mean diff"]) == (2, "0,1", pytest.approx(3.0))  # 5, 1
