@@ -49,6 +49,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
+def noisy_pose(rng: np.random.Generator, R: np.ndarray, t: np.ndarray, deg: float, mm: float):
+    """``(R, t)`` turned by a random rotation of about ``deg`` degrees and moved by about ``mm`` mm."""
+    from scipy.spatial.transform import Rotation
+
+    dR = Rotation.from_rotvec(rng.normal(size=3) * np.deg2rad(deg) / np.sqrt(3)).as_matrix()
+    return dR @ R, t + rng.normal(size=3) * mm / np.sqrt(3)
+
+
 def make_estimates(ds, rng: np.random.Generator):
     """Perturbed GT poses for every target instance, and a few low-scored duplicates."""
     from scipy.spatial.transform import Rotation
@@ -65,8 +73,7 @@ def make_estimates(ds, rng: np.random.Generator):
                 if (s, i, g.obj_id) not in targets:
                     continue
                 deg, mm = kinds[int(rng.integers(len(kinds)))]
-                dR = Rotation.from_rotvec(rng.normal(size=3) * np.deg2rad(deg) / np.sqrt(3)).as_matrix()
-                R, t = dR @ g.R, g.t + rng.normal(size=3) * mm / np.sqrt(3)
+                R, t = noisy_pose(rng, g.R, g.t, deg, mm)
                 if rng.random() < 0.05:  # wrong: random rotation, 300 mm off
                     R, t = (
                         Rotation.random(random_state=int(rng.integers(1 << 30))).as_matrix(),

@@ -28,7 +28,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -40,7 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from score import _best, _lmo_layout, _timer  # noqa: E402
+from score import _best, _cli, _lmo_layout, _timer, noisy_pose  # noqa: E402
 
 #: Noise levels (deg, mm) of the three poses per instance.
 NOISE = ((1.0, 2.0), (5.0, 10.0), (20.0, 40.0))
@@ -48,8 +47,6 @@ NOISE = ((1.0, 2.0), (5.0, 10.0), (20.0, 40.0))
 
 def large_estimates(ds, rng: np.random.Generator) -> list:
     """Three noisy poses per GT instance of a target, random scores; absent objects in a fifth of the images."""
-    from scipy.spatial.transform import Rotation
-
     from bopkd.eval.submission import Estimate
 
     targets = {(t.scene_id, t.im_id, t.obj_id) for t in ds.targets}
@@ -61,33 +58,13 @@ def large_estimates(ds, rng: np.random.Generator) -> list:
                 if (s, i, g.obj_id) not in targets:
                     continue
                 for deg, mm in NOISE:
-                    dR = Rotation.from_rotvec(rng.normal(size=3) * np.deg2rad(deg) / np.sqrt(3)).as_matrix()
-                    t = g.t + rng.normal(size=3) * mm / np.sqrt(3)
-                    out.append(Estimate(s, i, g.obj_id, float(rng.uniform(0.05, 1.0)), dR @ g.R, t, tm))
+                    R, t = noisy_pose(rng, g.R, g.t, deg, mm)
+                    out.append(Estimate(s, i, g.obj_id, float(rng.uniform(0.05, 1.0)), R, t, tm))
             absent = sorted(set(ds.obj_ids) - {g.obj_id for g in gts})
             if absent and rng.random() < 0.2:
                 g = gts[0]
                 out.append(Estimate(s, i, int(rng.choice(absent)), 0.5, g.R, g.t + 50.0, tm))
     return out
-
-
-def _cli(csv: Path, root: str, out: Path, *extra: str) -> float:
-    cmd = [
-        sys.executable,
-        "-m",
-        "bopkd",
-        "score",
-        str(csv),
-        "--root",
-        root,
-        "--out",
-        str(out),
-        "--metrics",
-        "bop19",
-    ]
-    t = time.perf_counter()
-    subprocess.run([*cmd, *extra], check=True, capture_output=True)
-    return time.perf_counter() - t
 
 
 def bench_bopkd(csv: Path, args, tmp: Path) -> dict:
@@ -102,8 +79,9 @@ def bench_bopkd(csv: Path, args, tmp: Path) -> dict:
         lru.DEPTH_IMAGES.clear()
         lru.GT_RENDERS.clear()
 
-    cli = _cli(csv, args.root, tmp / "cli", "--workers", str(args.workers))
-    cli1 = _cli(csv, args.root, tmp / "cli1", "--workers", "1")
+    bop19 = ("--metrics", "bop19")
+    cli = _cli(csv, args, tmp / "cli", *bop19, "--workers", str(args.workers))
+    cli1 = _cli(csv, args, tmp / "cli1", *bop19, "--workers", "1")
     first, _, r = _timer(score)
     fresh, _, r = _best(score, args.repeat, before=clear)
     stages = dict(r["timings"])
