@@ -12,8 +12,8 @@ and prints the ratios to ``none`` (``step / none`` and ``step+T / none+T``) and 
 The row ``ot+pnp`` is ``ot`` with ``teacher_pnp`` (the reference's PnP-RANSAC test of every instance's
 teacher cells, on the CPU): its extra time is the option's cost per step. With the untrained teacher
 here the keypoints fit no pose, so RANSAC runs all its iterations: an upper bound of that cost.
-Goal of the issue: ``ot`` adds at
-most 15 % over ``pred`` or over the teacher-forward-inclusive baseline.
+Goal: ``ot`` adds at most 15 % over
+``pred`` or over the teacher-forward-inclusive baseline.
 
 The networks are untrained; so that the teacher has confident cells (an untrained one has none and
 the OT loss would have nothing to do), its classification bias is raised to give every cell a score of
@@ -69,7 +69,7 @@ def build_batch(tmp: Path, size: tuple[int, int], batch: int, seed: int) -> tupl
     return collate_batch(items), obj_ids
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--student", default="tiny-cpu")
     ap.add_argument("--teacher", default="darknet-tiny")
@@ -81,23 +81,12 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    W, H = (int(v) for v in args.size.lower().split("x"))
-    device = torch.device(args.device)
+    return ap.parse_args()
 
-    from bopkd.data.collate import batch_to_device
-    from bopkd.losses.kd import REGISTRY, build_kd
-    from bopkd.losses.kd.registry import make_spec
-    from bopkd.losses.targets import assign_targets
-    from bopkd.losses.task import LossConfig, PoseLoss
+
+def build_networks(args: argparse.Namespace, obj_ids: list[int], device: torch.device):
+    """Untrained student (train mode) and teacher (eval, frozen) whose cells all score ``--teacher-score``."""
     from bopkd.models.posenet import ModelConfig, PoseNet
-
-    with tempfile.TemporaryDirectory() as tmp:
-        batch, obj_ids = build_batch(Path(tmp), (W, H), args.batch, args.seed)
-    batch = batch_to_device(batch, device)
-    n_obj = sum(int(o["cls"].numel()) for o in batch["objects"])
 
     torch.manual_seed(args.seed)
     student = PoseNet(ModelConfig(obj_ids=obj_ids, backbone=args.student)).to(device).train()
@@ -106,25 +95,18 @@ def main() -> None:
         p = args.teacher_score
         teacher.head.cls_logits.bias.fill_(math.log(p / (1 - p)))
     teacher.eval().requires_grad_(False)
+    return student, teacher
+
+
+def build_methods(student, teacher, loss_cfg, device: torch.device) -> tuple[list[str], dict]:
+    """Every registry method plus ``ot+pnp``: name -> (method module, AdamW over student + method),
+    each built from the same initial student weights."""
+    from bopkd.losses.kd import KD_METHODS, build_kd
+    from bopkd.losses.kd.registry import make_spec
+
     init_state = {k: v.clone() for k, v in student.state_dict().items()}
-    loss_cfg = LossConfig()
-    task = PoseLoss(loss_cfg)
-    gen = torch.Generator().manual_seed(args.seed)
-    assignment = assign_targets(student.anchors((H, W), device), batch, loss_cfg, gen)
-
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
-    def teacher_forward():
-        with torch.no_grad():
-            return teacher(batch["images"])
-
-    # Every variant (method x with/without the teacher forward) runs once per round, round-robin, so that
-    # a busy machine slows all of them alike; the median over rounds is reported.
-    variants = [("teacher-forward", None, True)]
     methods = {}
-    names = [*REGISTRY, "ot+pnp"]
+    names = [*KD_METHODS, "ot+pnp"]
     for name in names:
         student.load_state_dict(init_state)
         spec = make_spec("ot", {"teacher_pnp": True}) if name == "ot+pnp" else name
@@ -133,56 +115,88 @@ def main() -> None:
         ).to(device)
         opt = torch.optim.AdamW(list(student.parameters()) + list(m.parameters()), lr=1e-6)
         methods[name] = (m, opt)
+    return names, methods
+
+
+class StepTimer:
+    """Times training steps of the methods on one batch (seconds, device synchronised)."""
+
+    def __init__(self, student, teacher, task, batch: dict, assignment: dict, device: torch.device):
+        self.student, self.teacher, self.task = student, teacher, task
+        self.batch, self.assignment, self.device = batch, assignment, device
+        self.fixed_t_out = self.teacher_forward()
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def teacher_forward(self):
+        with torch.no_grad():
+            return self.teacher(self.batch["images"])
+
+    def step(self, method, opt, with_teacher: bool) -> tuple[float, dict]:
+        """One step: (seconds of the distillation forward alone, loss terms); the caller times the whole."""
+        # "none" with the teacher forward is the teacher-forward-inclusive baseline (outputs unused)
+        t_out = self.teacher_forward() if with_teacher else self.fixed_t_out
+        out = self.student(self.batch["images"])
+        terms = dict(self.task(out, self.batch, assignment=self.assignment))
+        self.sync()
+        tk = time.perf_counter()
+        kd = method(out, self.batch, t_out, assignment=self.assignment)
+        self.sync()
+        dk = time.perf_counter() - tk
+        terms.update(kd)
+        total = torch.stack(list(terms.values())).sum()
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        opt.step()
+        return dk, terms
+
+
+def time_rounds(timer: StepTimer, names: list[str], methods: dict, warmup: int, iters: int):
+    """Median step times per (method, with teacher forward), distillation-forward times and loss terms.
+
+    Every variant (method x with/without the teacher forward) runs once per round, round-robin, so that
+    a busy machine slows all of them alike; the median over rounds is reported.
+    """
+    variants = [("teacher-forward", None, True)]
+    for name in names:
         variants += [(name, False, None), (name, True, None)]
-    fixed_t_out = teacher_forward()
-    b = dict(batch, assignment=assignment)
     times: dict = {}
     kd_times: dict = {}
     kd_terms: dict = {}
-    for rnd in range(args.warmup + args.iters):
+    for rnd in range(warmup + iters):
         for name, with_teacher, only_teacher in variants:
-            sync()
+            timer.sync()
             t0 = time.perf_counter()
             if only_teacher:
-                teacher_forward()
-                sync()
-                if rnd >= args.warmup:
+                timer.teacher_forward()
+                timer.sync()
+                if rnd >= warmup:
                     times.setdefault((name, None), []).append(time.perf_counter() - t0)
                 continue
-            method, opt = methods[name]
-            # "none" with the teacher forward is the teacher-forward-inclusive baseline (outputs unused)
-            t_out = teacher_forward() if with_teacher else fixed_t_out
-            out = student(b["images"])
-            terms = dict(task(out, b, assignment=assignment))
-            sync()
-            tk = time.perf_counter()
-            kd = method(out, b, t_out)
-            sync()
-            dk = time.perf_counter() - tk
-            terms.update(kd)
-            total = torch.stack(list(terms.values())).sum()
-            opt.zero_grad(set_to_none=True)
-            total.backward()
-            opt.step()
-            sync()
-            if rnd >= args.warmup:
+            dk, terms = timer.step(*methods[name], with_teacher)
+            timer.sync()
+            if rnd >= warmup:
                 times.setdefault((name, with_teacher), []).append(time.perf_counter() - t0)
                 kd_times.setdefault(name, []).append(dk)
                 kd_terms[name] = {k: float(v.detach()) for k, v in terms.items()}
     results = {k: statistics.median(v) for k, v in times.items()}
-    t_teacher_med = results[("teacher-forward", None)]
     kd_only = {k: (statistics.median(v), kd_terms[k]) for k, v in kd_times.items()}
+    return results, kd_only
 
+
+def print_report(args, device, W: int, H: int, n_obj: int, num_pos: int, names, results, kd_only) -> None:
     base = results[("none", False)]
     base_t = results[("none", True)]
     print(
         f"# device {device} ({torch.get_num_threads()} threads), student {args.student}, teacher {args.teacher}, "
-        f"input {W}x{H}, batch {args.batch}, {n_obj} objects, {assignment['num_pos']} positive cells, "
+        f"input {W}x{H}, batch {args.batch}, {n_obj} objects, {num_pos} positive cells, "
         f"median of {args.iters} steps"
     )
     print(
-        f"# teacher forward alone: {1000 * t_teacher_med:.1f} ms; direct student step (--kd none): "
-        f"{1000 * base:.1f} ms, with the teacher forward: {1000 * base_t:.1f} ms"
+        f"# teacher forward alone: {1000 * results[('teacher-forward', None)]:.1f} ms; direct student step "
+        f"(--kd none): {1000 * base:.1f} ms, with the teacher forward: {1000 * base_t:.1f} ms"
     )
     print(
         f"{'method':8s} {'step ms':>9s} {'step/none':>10s} {'step+T ms':>10s} {'step+T/(none+T)':>16s} {'kd fwd ms':>10s}  loss terms"
@@ -204,6 +218,32 @@ def main() -> None:
     )
     pnp = results[("ot+pnp", True)]
     print(f"# teacher_pnp: {1000 * (pnp - ot):.1f} ms per step over ot ({pnp / ot:.3f}x)")
+
+
+def main() -> None:
+    args = parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    W, H = (int(v) for v in args.size.lower().split("x"))
+    device = torch.device(args.device)
+
+    from bopkd.data.collate import batch_to_device
+    from bopkd.losses.targets import assign_targets
+    from bopkd.losses.task import LossConfig, PoseLoss
+
+    with tempfile.TemporaryDirectory() as tmp:
+        batch, obj_ids = build_batch(Path(tmp), (W, H), args.batch, args.seed)
+    batch = batch_to_device(batch, device)
+    n_obj = sum(int(o["cls"].numel()) for o in batch["objects"])
+    student, teacher = build_networks(args, obj_ids, device)
+    loss_cfg = LossConfig()
+    task = PoseLoss(loss_cfg)
+    gen = torch.Generator().manual_seed(args.seed)
+    assignment = assign_targets(student.anchors((H, W), device), batch, loss_cfg, gen)
+    names, methods = build_methods(student, teacher, loss_cfg, device)
+    timer = StepTimer(student, teacher, task, batch, assignment, device)
+    results, kd_only = time_rounds(timer, names, methods, args.warmup, args.iters)
+    print_report(args, device, W, H, n_obj, assignment["num_pos"], names, results, kd_only)
 
 
 if __name__ == "__main__":

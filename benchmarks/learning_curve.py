@@ -59,8 +59,9 @@ def main() -> None:
     import yaml
 
     torch.set_num_threads(args.threads)
+    from bopkd.train.command import prepare_config
     from bopkd.train.config import build_config
-    from bopkd.train.trainer import Trainer, prepare_config
+    from bopkd.train.trainer import Trainer
 
     out = Path(args.out)
     base = yaml.safe_load(Path(args.config).read_text())

@@ -20,7 +20,7 @@ live scores helps or hurts a student, with measurements instead of guesses.
 Usage::
 
     python benchmarks/ot_diagnostics.py --config RUN_DIR/config.yaml --teacher TEACHER/checkpoints/final.pt \
-        --iters 300 --every 25 --out ot_diag.jsonl [--set kd.weight=5 --set kd.options.detach_scores=true]
+        --iters 300 --every 25 --out ot_diag.jsonl [--set kd.options.weight=5 --set kd.options.detach_scores=true]
 """
 
 from __future__ import annotations
@@ -55,18 +55,20 @@ class Recorder:
         self.outputs = None
         self.stats: dict = {}
 
-    def __call__(self, outputs: dict, batch: dict, teacher_outputs: dict | None = None):
+    def __call__(
+        self, outputs: dict, batch: dict, teacher_outputs: dict | None = None, assignment: dict | None = None
+    ):
         self.outputs = outputs
         with torch.no_grad():
             t0 = time.perf_counter()
-            pr = self.ot.problems(outputs, batch, teacher_outputs)
+            pr = self.ot.problems(outputs, batch, teacher_outputs, assignment)
             t1 = time.perf_counter()
             # the same problems with the teacher PnP test toggled: its cost and how many instances it drops
             cfg = self.ot.cfg
             self.ot.cfg = dataclasses.replace(cfg, teacher_pnp=not cfg.teacher_pnp)
             try:
                 t2 = time.perf_counter()
-                pr_t = self.ot.problems(outputs, batch, teacher_outputs)
+                pr_t = self.ot.problems(outputs, batch, teacher_outputs, assignment)
                 t3 = time.perf_counter()
             finally:
                 self.ot.cfg = cfg
@@ -89,7 +91,7 @@ class Recorder:
                 "teacher_mass": float(pr.b.sum(1).mean()),
                 **timing,
             }
-        return self.kd(outputs, batch, teacher_outputs)
+        return self.kd(outputs, batch, teacher_outputs, assignment=assignment)
 
 
 def record(trainer, rec: Recorder, total: torch.Tensor, terms: dict, it: int) -> dict:
@@ -125,8 +127,11 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from bopkd.train.config import build_config, load_yaml
-    from bopkd.train.trainer import Trainer, load_frozen_model, prepare_config
+    from bopkd.config import load_yaml
+    from bopkd.train.command import prepare_config
+    from bopkd.train.config import build_config
+    from bopkd.train.networks import load_frozen_model
+    from bopkd.train.trainer import Trainer
 
     base = load_yaml(args.config)
     base["kd"] = {**base.get("kd", {}), "method": args.kd, "teacher": args.teacher}
@@ -141,7 +146,7 @@ def main() -> None:
     rows = []
     from bopkd.data.collate import batch_to_device
 
-    for it, batch in enumerate(trainer._loader(0), start=1):
+    for it, batch in enumerate(trainer.make_loader(0), start=1):
         batch = batch_to_device(batch, trainer.device)
         total, terms = trainer.compute_losses(batch)
         if it == 1 or it % args.every == 0 or it == args.iters:

@@ -347,7 +347,7 @@ def main() -> None:
 
     from bopkd.data.dataset import BopDataset
     from bopkd.data.synth import build_synthetic_dataset
-    from bopkd.eval.submission import write_submission
+    from bopkd.infer.export import write_submission
 
     t0 = time.perf_counter()
     if args.toolkit:

@@ -222,7 +222,7 @@ def main() -> None:
         sys.exit(f"{args.models}: no models_info.json; pass --models with LM-O's models/ folder")
 
     from bopkd.data.dataset import BopDataset
-    from bopkd.eval.submission import write_submission
+    from bopkd.infer.export import write_submission
 
     t0 = time.perf_counter()
     args.root, name = _lmo_layout(args)

@@ -1,4 +1,4 @@
-"""Benchmark of BOP result CSV reading and writing (``bopkd.eval.submission``).
+"""Benchmark of BOP result CSV reading and writing (``bopkd.eval.submission``, ``bopkd.infer.export``).
 
 Writes N random estimates (random rotations, 8 objects, 10 per image, a time per image), then times
 ``write_submission``, ``read_submission_arrays`` (vectorised, with all checks), ``read_submission``
@@ -26,6 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bopkd.eval import submission as sub  # noqa: E402
+from bopkd.infer.export import write_submission  # noqa: E402
 
 
 def _time(fn, repeat: int = 3) -> float:
@@ -59,7 +60,7 @@ def main() -> None:
     ]
     with tempfile.TemporaryDirectory() as tmp:
         p = Path(tmp) / "bench_lmo-test.csv"
-        tw = _time(lambda: sub.write_submission(p, ests), repeat=1)
+        tw = _time(lambda: write_submission(p, ests), repeat=1)
         size = p.stat().st_size
         ta = _time(lambda: sub.read_submission_arrays(p, obj_ids=[1, 5, 6, 8, 9, 10, 11, 12]))
         te = _time(lambda: sub.read_submission(p), repeat=1)

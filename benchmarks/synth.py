@@ -35,7 +35,9 @@ def main() -> None:
     args = ap.parse_args()
     w, h = (int(v) for v in args.size.split("x"))
 
-    from bopkd.data.synth import ImageMaker, SynthConfig, build_synthetic_dataset, load_models, resolve_camera
+    from bopkd.data.synth import SynthConfig, build_synthetic_dataset, resolve_camera
+    from bopkd.data.synth.images import ImageMaker
+    from bopkd.data.synth.models import load_models
 
     root = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bopkd_bench_synth_"))
     print(f"cpus: {os.cpu_count()}, load average at start: {os.getloadavg()[0]:.2f}")

@@ -34,11 +34,10 @@ import torch
 from bopkd.data.augment import AugmentConfig
 from bopkd.data.collate import batch_to_device, collate_batch
 from bopkd.data.torch_dataset import BopTorchDataset, DataConfig
+from bopkd.infer.poses import class_corners, estimate_poses
 from bopkd.losses.task import LossConfig, PoseLoss
 from bopkd.models.posenet import ModelConfig, build_model
-from bopkd.models.predict import class_corners
 from bopkd.train.config import PredictConfig
-from bopkd.train.predict import estimate_poses
 
 # (name, role, backbone, mode, input size W x H (full) or crop side)
 SETTINGS = [

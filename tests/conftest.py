@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.learning_data import learned_run, make_cfg, synth_root  # noqa: F401  (registered once)
+
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO.parent / "shared" / "fixtures"
 SKIP_REASON = "needs ../shared/fixtures next to the repository (present on the project's machines, not in a user's clone)"

@@ -1,11 +1,11 @@
 """The BOP dataset layer: registry, typed records, readers and writers, downloads, synthetic builder."""
 
 from bopkd.data.dataset import BopDataset
-from bopkd.data.records import Camera, GTInfo, GTInstance, ObjectInfo, ObjectModel, Target
-from bopkd.data.registry import REGISTRY, DatasetSpec, get_spec
+from bopkd.data.registry import DATASETS, DatasetSpec, get_spec
+from bopkd.records import Camera, GTInfo, GTInstance, ObjectInfo, ObjectModel, Target
 
 __all__ = [
-    "REGISTRY",
+    "DATASETS",
     "BopDataset",
     "Camera",
     "DatasetSpec",

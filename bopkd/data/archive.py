@@ -197,6 +197,33 @@ def _normalized_tail(stream: JoinedStream, volumes: Sequence[Path]) -> tuple[int
     starts = [0]
     for v in volumes:
         starts.append(starts[-1] + v.stat().st_size)
+    n_total, cd_size, cd_start, comment = _read_end_records(stream, volumes, starts, where)
+    cd = _read_at(stream, cd_start, cd_size)
+    if len(cd) != cd_size:
+        raise BopkdError(f"{where}: truncated central directory; delete the volumes and download again")
+
+    out = bytearray()
+    i = 0
+    for _ in range(n_total):
+        if cd[i : i + 4] != _CD_SIG or i + _CD_SIZE > len(cd):
+            raise BopkdError(f"{where}: bad central directory record; delete the volumes and download again")
+        f = list(struct.unpack(_CD_FMT, cd[i : i + _CD_SIZE]))
+        name_len, extra_len, comm_len = f[12], f[13], f[14]
+        p = i + _CD_SIZE
+        name = cd[p : p + name_len]
+        extra = cd[p + name_len : p + name_len + extra_len]
+        comm = cd[p + name_len + extra_len : p + name_len + extra_len + comm_len]
+        i = p + name_len + extra_len + comm_len
+        out += _single_disk_record(f, name, extra, comm, starts, where)
+    out += _end_records(n_total, len(out), cd_start, comment)
+    return cd_start, bytes(out)
+
+
+def _read_end_records(
+    stream: JoinedStream, volumes: Sequence[Path], starts: list[int], where: str
+) -> tuple[int, int, int, bytes]:
+    """(number of entries, central directory size, its absolute start, archive comment) from the end of
+    central directory record and, when present, the zip64 end record (APPNOTE 4.3.14-4.3.16)."""
     eocd_pos = _find_eocd(stream, where)
     _, this_disk, cd_disk, _, n_total, cd_size, cd_off, comment_len = struct.unpack(
         _EOCD_FMT, _read_at(stream, eocd_pos, _EOCD_SIZE)
@@ -218,71 +245,73 @@ def _normalized_tail(stream: JoinedStream, volumes: Sequence[Path]) -> tuple[int
             f"{where}: the archive has {this_disk + 1} volumes but {len(volumes)} were given; "
             "download all of them (.z01, .z02 ... and .zip)"
         )
-    cd_start = starts[cd_disk] + cd_off
-    cd = _read_at(stream, cd_start, cd_size)
-    if len(cd) != cd_size:
-        raise BopkdError(f"{where}: truncated central directory; delete the volumes and download again")
+    return n_total, cd_size, starts[cd_disk] + cd_off, comment
 
-    out = bytearray()
-    i = 0
-    for _ in range(n_total):
-        if cd[i : i + 4] != _CD_SIG or i + _CD_SIZE > len(cd):
-            raise BopkdError(f"{where}: bad central directory record; delete the volumes and download again")
-        f = list(struct.unpack(_CD_FMT, cd[i : i + _CD_SIZE]))
-        name_len, extra_len, comm_len = f[12], f[13], f[14]
-        csize, usize, disk, rel_off = f[10], f[11], f[15], f[18]
-        p = i + _CD_SIZE
-        name = cd[p : p + name_len]
-        extra = cd[p + name_len : p + name_len + extra_len]
-        comm = cd[p + name_len + extra_len : p + name_len + extra_len + comm_len]
-        i = p + name_len + extra_len + comm_len
-        others = []
-        for hid, data in _split_extra(extra):
-            if hid != _ZIP64_EXTRA_ID:
-                others.append((hid, data))
-                continue
-            # Zip64 extended information (APPNOTE 4.5.3): only the fields whose 32/16-bit slot is full.
-            j = 0
-            vals = {}
-            for key, full, width in (("u", usize, 8), ("c", csize, 8), ("o", rel_off, 8), ("d", disk, 4)):
-                full_value = _U32 if key != "d" else _U16
-                if full == full_value and j + width <= len(data):
-                    vals[key] = int.from_bytes(data[j : j + width], "little")
-                    j += width
-            usize = vals.get("u", usize)
-            csize = vals.get("c", csize)
-            rel_off = vals.get("o", rel_off)
-            disk = vals.get("d", disk)
-        if disk >= len(volumes):
-            raise BopkdError(
-                f"{where}: entry on volume {disk + 1} of {len(volumes)}; some volumes are missing"
-            )
-        abs_off = starts[disk] + rel_off
-        z64 = b""
-        if usize >= _U32:
-            z64 += struct.pack("<Q", usize)
-            f[11] = _U32
-        else:
-            f[11] = usize
-        if csize >= _U32:
-            z64 += struct.pack("<Q", csize)
-            f[10] = _U32
-        else:
-            f[10] = csize
-        if abs_off >= _U32:
-            z64 += struct.pack("<Q", abs_off)
-            f[18] = _U32
-        else:
-            f[18] = abs_off
-        f[15] = 0
-        new_extra = b"".join(struct.pack("<HH", hid, len(d)) + d for hid, d in others)
-        if z64:
-            new_extra = struct.pack("<HH", _ZIP64_EXTRA_ID, len(z64)) + z64 + new_extra
-            f[3] = max(f[3], 45)  # version needed to extract: zip64
-        f[13] = len(new_extra)
-        out += struct.pack(_CD_FMT, *f) + name + new_extra + comm
 
-    new_cd_size = len(out)
+def _zip64_fields(
+    extra: bytes, usize: int, csize: int, rel_off: int, disk: int
+) -> tuple[list[tuple[int, bytes]], int, int, int, int]:
+    """The extra fields other than zip64, and (usize, csize, rel_off, disk) with the zip64 extended
+    information applied (APPNOTE 4.5.3: only the fields whose 32/16-bit slot is full are present)."""
+    others = []
+    for hid, data in _split_extra(extra):
+        if hid != _ZIP64_EXTRA_ID:
+            others.append((hid, data))
+            continue
+        j = 0
+        vals = {}
+        for key, full, width in (("u", usize, 8), ("c", csize, 8), ("o", rel_off, 8), ("d", disk, 4)):
+            full_value = _U32 if key != "d" else _U16
+            if full == full_value and j + width <= len(data):
+                vals[key] = int.from_bytes(data[j : j + width], "little")
+                j += width
+        usize = vals.get("u", usize)
+        csize = vals.get("c", csize)
+        rel_off = vals.get("o", rel_off)
+        disk = vals.get("d", disk)
+    return others, usize, csize, rel_off, disk
+
+
+def _single_disk_record(
+    f: list, name: bytes, extra: bytes, comm: bytes, starts: list[int], where: str
+) -> bytes:
+    """One central directory record rewritten for a single-disk archive: disk 0, absolute offset, sizes
+    and offset moved to a zip64 extra field when they do not fit 32 bits. ``f``: the record's fields."""
+    others, usize, csize, rel_off, disk = _zip64_fields(extra, f[11], f[10], f[18], f[15])
+    if disk >= len(starts) - 1:
+        raise BopkdError(
+            f"{where}: entry on volume {disk + 1} of {len(starts) - 1}; some volumes are missing"
+        )
+    abs_off = starts[disk] + rel_off
+    z64 = b""
+    if usize >= _U32:
+        z64 += struct.pack("<Q", usize)
+        f[11] = _U32
+    else:
+        f[11] = usize
+    if csize >= _U32:
+        z64 += struct.pack("<Q", csize)
+        f[10] = _U32
+    else:
+        f[10] = csize
+    if abs_off >= _U32:
+        z64 += struct.pack("<Q", abs_off)
+        f[18] = _U32
+    else:
+        f[18] = abs_off
+    f[15] = 0
+    new_extra = b"".join(struct.pack("<HH", hid, len(d)) + d for hid, d in others)
+    if z64:
+        new_extra = struct.pack("<HH", _ZIP64_EXTRA_ID, len(z64)) + z64 + new_extra
+        f[3] = max(f[3], 45)  # version needed to extract: zip64
+    f[13] = len(new_extra)
+    return struct.pack(_CD_FMT, *f) + name + new_extra + comm
+
+
+def _end_records(n_total: int, new_cd_size: int, cd_start: int, comment: bytes) -> bytes:
+    """Single-disk end records after a central directory of ``new_cd_size`` bytes at ``cd_start``: a zip64
+    end record and locator when a count, size or offset does not fit, then the classic end record."""
+    out = b""
     need64 = n_total >= _U16 or new_cd_size >= _U32 or cd_start >= _U32
     if need64:
         z64_pos = cd_start + new_cd_size
@@ -311,8 +340,7 @@ def _normalized_tail(stream: JoinedStream, volumes: Sequence[Path]) -> tuple[int
         min(cd_start, _U32),
         len(comment),
     )
-    out += comment
-    return cd_start, bytes(out)
+    return out + comment
 
 
 @contextlib.contextmanager

@@ -2,7 +2,7 @@
 
 Formats as in the BOP format document
 (https://github.com/thodan/bop_toolkit/blob/master/docs/bop_datasets_format.md). Readers turn the
-files into the typed records of :mod:`bopkd.data.records`; writers write what the readers read (and
+files into the typed records of :mod:`bopkd.records`; writers write what the readers read (and
 what the official toolkit reads). Malformed files raise :class:`~bopkd.errors.BopkdError` naming the
 file.
 """
@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from bopkd.data.records import Camera, GTInfo, GTInstance, ObjectInfo, Target
 from bopkd.errors import BopkdError, MissingFileError
+from bopkd.records import Camera, GTInfo, GTInstance, ObjectInfo, Target
 from bopkd.utils.atomic import atomic_write_text
 
 

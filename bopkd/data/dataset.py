@@ -23,9 +23,9 @@ import numpy as np
 from bopkd.data import bop_json
 from bopkd.data.images import load_depth, load_mask, load_rgb
 from bopkd.data.ply import load_ply
-from bopkd.data.records import Camera, GTInfo, GTInstance, ObjectInfo, ObjectModel, Target
 from bopkd.data.registry import DatasetSpec, get_spec
 from bopkd.errors import BopkdError, MissingFileError
+from bopkd.records import Camera, GTInfo, GTInstance, ObjectInfo, ObjectModel, Target
 
 _SPLIT_PART = {
     "test": "test_bop19",

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bopkd.data.records import GTInfo
 from bopkd.geometry.render import InstanceLayer, Renderer
+from bopkd.records import GTInfo
 
 #: Tolerance of the visibility test, mm (15 for every BOP dataset except ITODD's 5).
 VISIB_DELTA = 15.0

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from bopkd.data.ply_check import check_ply
-from bopkd.data.records import ObjectModel
 from bopkd.errors import BopkdError, MissingFileError
+from bopkd.records import ObjectModel
 
 
 def load_ply(path: str | Path) -> ObjectModel:

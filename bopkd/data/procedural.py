@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bopkd.data.records import ObjectInfo, ObjectModel
+from bopkd.records import ObjectInfo, ObjectModel
 
 #: Number of segments of every circle (even, so that half turns map the polygons onto themselves).
 CIRCLE_SEGMENTS = 48

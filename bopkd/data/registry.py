@@ -1,4 +1,4 @@
-"""The registry of BOP datasets: what a user needs to know about each, and the files to download.
+"""The registry of BOP datasets, :data:`DATASETS`: what a user needs to know about each, and the files to download.
 
 Object ids, symmetric ids, image sizes, test scenes and depth ranges are those of the BOP toolkit's
 ``bop_toolkit_lib/dataset_params.py``; VSD deltas are those of its ``scripts/eval_bop19_pose.py``; the
@@ -134,7 +134,7 @@ def _std_parts(
     return parts
 
 
-REGISTRY: dict[str, DatasetSpec] = {
+DATASETS: dict[str, DatasetSpec] = {
     "lm": DatasetSpec(
         name="lm",
         title="Linemod (LM)",
@@ -208,7 +208,7 @@ REGISTRY: dict[str, DatasetSpec] = {
 
 def known_names(root: str | Path | None = None) -> list[str]:
     """Registered names plus the BOP datasets found under ``root``."""
-    names = set(REGISTRY)
+    names = set(DATASETS)
     if root is not None and Path(root).is_dir():
         for p in Path(root).iterdir():
             if p.is_dir() and ((p / DESCRIPTOR_NAME).is_file() or (p / "camera.json").is_file()):
@@ -231,8 +231,8 @@ def get_spec(name: str, root: str | Path | None = None) -> DatasetSpec:
             raise BopkdError(
                 f"{folder / DESCRIPTOR_NAME}: malformed dataset descriptor ({e}); rebuild it with bopkd synth {name}"
             ) from None
-    if name in REGISTRY:
-        return REGISTRY[name]
+    if name in DATASETS:
+        return DATASETS[name]
     if folder is not None and (folder / "camera.json").is_file():
         return describe_folder(folder)
     where = f" or under {root}" if root is not None else ""

@@ -216,6 +216,7 @@ class BopTorchDataset(torch.utils.data.Dataset):
     # --- index -------------------------------------------------------------------------------------------
 
     def _build_index(self, detections: str | Path | Detections | None, det_min_score: float) -> None:
+        """Fill ``self.images`` (and, in crop mode, ``self.crops``) from the split's scenes."""
         bop, cfg = self.bop, self.cfg
         targets: dict[tuple[int, int], dict[int, int]] = defaultdict(dict)
         if self.targets_only:
@@ -229,79 +230,100 @@ class BopTorchDataset(torch.utils.data.Dataset):
             dets = load_detections(detections) if isinstance(detections, (str, Path)) else detections
         n_missing_rgb = 0
         for scene_id in scenes:
-            gt_path = bop.scene_dir(self.split, scene_id) / "scene_gt.json"
-            has_gt = gt_path.is_file()
-            if not has_gt and (self.train or (cfg.mode == "crop" and self.box_source == "gt")):
-                raise MissingFileError(gt_path, "training and oracle GT boxes need the split's ground truth")
-            gts = bop.scene_gt(self.split, scene_id) if has_gt else {}
-            infos = bop.scene_gt_info(self.split, scene_id) if has_gt else {}
-            for im_id in bop.im_ids(self.split, scene_id):
-                if cfg.max_images is not None and len(self.images) >= cfg.max_images:
-                    return
-                wanted = targets.get((scene_id, im_id)) if self.targets_only else None
-                if self.targets_only and not wanted:
-                    continue
-                if cfg.skip_missing_images and not bop.rgb_path(self.split, scene_id, im_id).is_file():
-                    n_missing_rgb += 1
-                    continue
-                kept = []
-                gt_list = gts.get(im_id, [])
-                info_list = infos.get(im_id, [])
-                if has_gt and len(info_list) != len(gt_list):
-                    raise BopkdError(
-                        f"{bop.scene_dir(self.split, scene_id)}: scene_gt_info.json and scene_gt.json disagree on "
-                        f"image {im_id}; regenerate scene_gt_info.json"
-                    )
-                for gt_id, (gt, info) in enumerate(zip(gt_list, info_list, strict=True)):
-                    if gt.obj_id not in self.cls_of or (wanted is not None and gt.obj_id not in wanted):
-                        continue
-                    if not info.visib_fract > cfg.min_visib_fract:
-                        continue
-                    kept.append((gt_id, gt.obj_id))
-                if self.train and not kept:
-                    continue
-                image_index = len(self.images)
-                self.images.append(_Image(scene_id, im_id, tuple(kept)))
-                if cfg.mode != "crop":
-                    continue
-                if self.box_source == "gt":
-                    for gt_id, obj_id in kept:
-                        info = info_list[gt_id]
-                        box = (
-                            info.bbox_visib
-                            if info.bbox_visib[2] > 0 and info.bbox_visib[3] > 0
-                            else info.bbox_obj
-                        )
-                        if box[2] <= 0 or box[3] <= 0:
-                            continue
-                        self.crops.append(
-                            _Crop(image_index, gt_id, obj_id, tuple(float(v) for v in box), "gt", 1.0, 0.0)
-                        )
-                else:
-                    per_obj: dict[int, int] = defaultdict(int)
-                    for d in dets.get((scene_id, im_id), []):
-                        o = d["obj_id"]
-                        if (
-                            o not in self.cls_of
-                            or (wanted is not None and o not in wanted)
-                            or d["score"] < det_min_score
-                        ):
-                            continue
-                        # Keep the best inst_count detections of each target object (BOP'19: the
-                        # evaluation uses the top inst_count estimates per target anyway).
-                        if wanted is not None and per_obj[o] >= wanted[o]:
-                            continue
-                        per_obj[o] += 1
-                        if d["box"][2] <= 0 or d["box"][3] <= 0:
-                            continue
-                        self.crops.append(
-                            _Crop(image_index, -1, o, d["box"], "detections", d["score"], d["time"])
-                        )
+            n_missing, full = self._index_scene(scene_id, targets, dets, det_min_score)
+            n_missing_rgb += n_missing
+            if full:
+                return
         if n_missing_rgb:
             warnings.warn(
                 f"{self.bop.split_dir(self.split)}: skipped {n_missing_rgb} images without an RGB file",
                 stacklevel=2,
             )
+
+    def _index_scene(
+        self,
+        scene_id: int,
+        targets: dict[tuple[int, int], dict[int, int]],
+        dets: Detections | None,
+        det_min_score: float,
+    ) -> tuple[int, bool]:
+        """Index the images of one scene; returns (images skipped for a missing RGB file, whether
+        ``data.max_images`` was reached)."""
+        bop, cfg = self.bop, self.cfg
+        gt_path = bop.scene_dir(self.split, scene_id) / "scene_gt.json"
+        has_gt = gt_path.is_file()
+        if not has_gt and (self.train or (cfg.mode == "crop" and self.box_source == "gt")):
+            raise MissingFileError(gt_path, "training and oracle GT boxes need the split's ground truth")
+        gts = bop.scene_gt(self.split, scene_id) if has_gt else {}
+        infos = bop.scene_gt_info(self.split, scene_id) if has_gt else {}
+        n_missing_rgb = 0
+        for im_id in bop.im_ids(self.split, scene_id):
+            if cfg.max_images is not None and len(self.images) >= cfg.max_images:
+                return n_missing_rgb, True
+            wanted = targets.get((scene_id, im_id)) if self.targets_only else None
+            if self.targets_only and not wanted:
+                continue
+            if cfg.skip_missing_images and not bop.rgb_path(self.split, scene_id, im_id).is_file():
+                n_missing_rgb += 1
+                continue
+            gt_list = gts.get(im_id, [])
+            info_list = infos.get(im_id, [])
+            if has_gt and len(info_list) != len(gt_list):
+                raise BopkdError(
+                    f"{bop.scene_dir(self.split, scene_id)}: scene_gt_info.json and scene_gt.json disagree on "
+                    f"image {im_id}; regenerate scene_gt_info.json"
+                )
+            kept = self._kept_instances(gt_list, info_list, wanted)
+            if self.train and not kept:
+                continue
+            image_index = len(self.images)
+            self.images.append(_Image(scene_id, im_id, tuple(kept)))
+            if cfg.mode != "crop":
+                continue
+            if self.box_source == "gt":
+                self._add_gt_crops(image_index, kept, info_list)
+            else:
+                self._add_detection_crops(image_index, dets.get((scene_id, im_id), []), wanted, det_min_score)
+        return n_missing_rgb, False
+
+    def _kept_instances(self, gt_list: list, info_list: list, wanted: dict[int, int] | None) -> list:
+        """(gt_id, obj_id) of the image's instances of the dataset's objects (and targets, when
+        ``wanted``) with ``visib_fract > data.min_visib_fract``."""
+        kept = []
+        for gt_id, (gt, info) in enumerate(zip(gt_list, info_list, strict=True)):
+            if gt.obj_id not in self.cls_of or (wanted is not None and gt.obj_id not in wanted):
+                continue
+            if not info.visib_fract > self.cfg.min_visib_fract:
+                continue
+            kept.append((gt_id, gt.obj_id))
+        return kept
+
+    def _add_gt_crops(self, image_index: int, kept: list, info_list: list) -> None:
+        """One crop per kept instance around its GT box: ``bbox_visib``, else ``bbox_obj`` (x, y, w, h px)."""
+        for gt_id, obj_id in kept:
+            info = info_list[gt_id]
+            box = info.bbox_visib if info.bbox_visib[2] > 0 and info.bbox_visib[3] > 0 else info.bbox_obj
+            if box[2] <= 0 or box[3] <= 0:
+                continue
+            self.crops.append(_Crop(image_index, gt_id, obj_id, tuple(float(v) for v in box), "gt", 1.0, 0.0))
+
+    def _add_detection_crops(
+        self, image_index: int, image_dets: list[dict], wanted: dict[int, int] | None, det_min_score: float
+    ) -> None:
+        """One crop per detection of the dataset's objects scoring at least ``det_min_score``."""
+        per_obj: dict[int, int] = defaultdict(int)
+        for d in image_dets:
+            o = d["obj_id"]
+            if o not in self.cls_of or (wanted is not None and o not in wanted) or d["score"] < det_min_score:
+                continue
+            # Keep the best inst_count detections of each target object (BOP'19: the
+            # evaluation uses the top inst_count estimates per target anyway).
+            if wanted is not None and per_obj[o] >= wanted[o]:
+                continue
+            per_obj[o] += 1
+            if d["box"][2] <= 0 or d["box"][3] <= 0:
+                continue
+            self.crops.append(_Crop(image_index, -1, o, d["box"], "detections", d["score"], d["time"]))
 
     def __len__(self) -> int:
         return len(self.crops) if self.cfg.mode == "crop" else len(self.images)
@@ -422,25 +444,11 @@ class BopTorchDataset(torch.utils.data.Dataset):
         R = np.array([gts[g].R for g in gt_ids], dtype=np.float64).reshape(-1, 3, 3)
         t = np.array([gts[g].t for g in gt_ids], dtype=np.float64).reshape(-1, 3)
 
-        # Background replacement on the original image (needs the masks of every instance in it).
         augment = self.augment if rng is not None else None
         if augment is not None and augment.bg_replace > 0 and rng.random() < augment.bg_replace:
-            all_ids = list(range(len(self.bop.scene_gt(self.split, im.scene_id).get(im.im_id, []))))
-            fg = (
-                self._masks(im.scene_id, im.im_id, all_ids, (W0, H0)).any(axis=0)
-                if all_ids
-                else np.zeros((H0, W0), bool)
-            )
-            rgb = aug.replace_background(rgb, fg, rng, self._bg_files)
-
-        # The affine original px -> input px.
+            rgb = self._replace_background(rgb, im, rng)
         size = self.input_size
-        if crop is not None:
-            A = self._crop_affine(crop.box, rng, augment, (W0, H0), K0)
-        elif augment is not None:
-            A = aug.sample_full_affine(rng, augment, (W0, H0), size, K0)
-        else:
-            A = aug.resize_affine((W0, H0), size)
+        A = self._input_affine(crop, rng, augment, (W0, H0), K0)
         K, _, R_new, t_new = aug.warp_camera_pose(A, K0, R, t)
 
         img = aug.warp_image(rgb, A, size)
@@ -473,13 +481,42 @@ class BopTorchDataset(torch.utils.data.Dataset):
             "mask_visib": torch.from_numpy(masks)[keep],
             "diameter": torch.tensor([self.diameters[o] for o in obj_ids], dtype=torch.float32)[keep],
         }
+        return {
+            "image": torch.from_numpy(aug.normalize_image(img)),
+            "K": torch.from_numpy(K.astype(np.float32)),
+            "objects": objects,
+            "meta": self._meta(im, crop, A, K0, (W0, H0)),
+        }
+
+    def _replace_background(self, rgb: np.ndarray, im: _Image, rng: np.random.Generator) -> np.ndarray:
+        """Background replacement on the original (H0, W0, 3) image; the foreground is the union of the
+        masks of every instance in it."""
+        H0, W0 = rgb.shape[:2]
+        all_ids = list(range(len(self.bop.scene_gt(self.split, im.scene_id).get(im.im_id, []))))
+        fg = (
+            self._masks(im.scene_id, im.im_id, all_ids, (W0, H0)).any(axis=0)
+            if all_ids
+            else np.zeros((H0, W0), bool)
+        )
+        return aug.replace_background(rgb, fg, rng, self._bg_files)
+
+    def _input_affine(self, crop, rng, augment, orig_size: tuple[int, int], K0: np.ndarray) -> np.ndarray:
+        """The (2, 3) affine original px -> input px: a zoom-in crop, an augmented or a plain resize."""
+        if crop is not None:
+            return self._crop_affine(crop.box, rng, augment, orig_size, K0)
+        if augment is not None:
+            return aug.sample_full_affine(rng, augment, orig_size, self.input_size, K0)
+        return aug.resize_affine(orig_size, self.input_size)
+
+    def _meta(self, im: _Image, crop, A: np.ndarray, K0: np.ndarray, orig_size: tuple[int, int]) -> dict:
+        """Where a sample comes from: image ids, the affine, the original camera and size, the crop's box."""
         meta = {
             "scene_id": im.scene_id,
             "im_id": im.im_id,
             "split": self.split,
             "affine": A,
             "K_orig": K0,
-            "orig_size": (W0, H0),
+            "orig_size": orig_size,
         }
         if crop is not None:
             meta.update(
@@ -490,9 +527,4 @@ class BopTorchDataset(torch.utils.data.Dataset):
                 score=crop.score,
                 det_time=crop.det_time,
             )
-        return {
-            "image": torch.from_numpy(aug.normalize_image(img)),
-            "K": torch.from_numpy(K.astype(np.float32)),
-            "objects": objects,
-            "meta": meta,
-        }
+        return meta

@@ -39,7 +39,7 @@ from bopkd.errors import BopkdError, MissingFileError
 
 #: Method names of files the BOP site accepts: letters, digits and ``-`` (no ``_``, ``.``, ``+``).
 SITE_METHOD_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
-#: Protocol of ``bopkd predict`` with ground-truth boxes (see :mod:`bopkd.train.predict`).
+#: Protocol of ``bopkd predict`` with ground-truth boxes (see :mod:`bopkd.infer.naming`).
 ORACLE = "oracle-gt-boxes"
 #: At most this many problem lines of one kind per file; the rest are counted.
 MAX_LINES = 20

@@ -1,6 +1,6 @@
 """What ``bopkd score`` does: check result files, or score them (bopkd engine, any protocol; or the toolkit).
 
-The command line (``bopkd/cli.py``) only declares the options; see :mod:`bopkd.eval.protocols` for the
+The command line (``bopkd/cli/evaluate.py``) only declares the options; see :mod:`bopkd.eval.protocols` for the
 protocols and their files, :mod:`bopkd.eval.check` for ``--check-only`` and :mod:`bopkd.eval.toolkit_engine`
 for ``--engine bop_toolkit``.
 """

@@ -161,7 +161,9 @@ class SubmissionScorer:
     # ------------------------------------------------------------------------------------------ data
 
     def _load(self) -> None:
-        from bopkd.eval.matching import select_top_estimates, valid_gt_mask
+        """Read the result file, select the evaluated estimates (BOP'19 top ``inst_count`` per target) and
+        build their (estimate, GT of the same object) pairs with poses, GT validity and cameras."""
+        from bopkd.eval.matching import select_top_estimates
         from bopkd.eval.result_inputs import read_result_arrays
 
         t0 = _time.perf_counter()
@@ -169,7 +171,21 @@ class SubmissionScorer:
         self.arrays = a = read_result_arrays(self.csv_path, ds.obj_ids, self.warnings)
         self.targets = [(t.scene_id, t.im_id, t.obj_id, t.inst_count) for t in ds.targets]
         rows, est_id = select_top_estimates(a["scene_id"], a["im_id"], a["obj_id"], a["score"], self.targets)
-        # Per target image: its GT, validity, camera.
+        self._load_target_images()
+        self._build_pairs(a, rows, est_id)
+        self.infos = ds.models_info(eval=True)
+        missing = sorted({int(o) for o in self.pair_obj} - set(self.infos))
+        if missing:
+            raise BopkdError(
+                f"{ds.models_dir(eval=True) / 'models_info.json'}: no entry for object(s) {missing}; download the models again"
+            )
+        self.timings["load"] = _time.perf_counter() - t0
+
+    def _load_target_images(self) -> None:
+        """Per target image: its GT, GT visibility, GT validity (BOP toolkit), camera K and depth scale."""
+        from bopkd.eval.matching import valid_gt_mask
+
+        ds = self.ds
         im_targets: dict[tuple[int, int], dict[int, int]] = {}
         for s, i, o, c in self.targets:
             im_targets.setdefault((s, i), {})[o] = c
@@ -195,7 +211,10 @@ class SubmissionScorer:
             )
             self.K[(s, i)] = cam.K
             self.depth_scale[(s, i)] = cam.depth_scale
-        # Evaluated estimates (only those of target images/objects are selected) and their pairs.
+
+    def _build_pairs(self, a: dict, rows: np.ndarray, est_id: np.ndarray) -> None:
+        """The :class:`PairTable` of the evaluated estimates (rows of ``a``) with every GT instance of their
+        object in their image, and per pair: estimated and GT pose, object, image key, GT validity."""
         pe, pg, pv, pc = [], [], [], []
         self.est_n_gt = np.zeros(len(rows), np.int64)  # GT instances of the estimate's object in its image
         for m, r in enumerate(rows):
@@ -238,13 +257,6 @@ class SubmissionScorer:
         self.pair_valid = np.array(
             [self.gt_valid[k][g] for k, g in zip(keys, p.pair_gt.tolist(), strict=True)], dtype=bool
         ).reshape(-1)
-        self.infos = ds.models_info(eval=True)
-        missing = sorted({int(o) for o in self.pair_obj} - set(self.infos))
-        if missing:
-            raise BopkdError(
-                f"{ds.models_dir(eval=True) / 'models_info.json'}: no entry for object(s) {missing}; download the models again"
-            )
-        self.timings["load"] = _time.perf_counter() - t0
 
     def _model(self, obj_id: int) -> tuple[np.ndarray, np.ndarray]:
         """``(pts, faces)`` of the evaluation model (``models_eval``), read once."""
@@ -306,71 +318,21 @@ class SubmissionScorer:
         from concurrent.futures import ThreadPoolExecutor
 
         from bopkd.eval.lru import GT_RENDERS
-        from bopkd.eval.pose_error import sphere_projections_overlap
         from bopkd.eval.raster import ToolkitDepthRenderer
-        from bopkd.eval.vsd import pixel_rays, vsd_from_renders
 
         t0 = _time.perf_counter()
         p = self.pairs
-        P = len(p.pair_est)
-        errs = np.ones((P, len(VSD_TAUS)))
+        errs = np.ones((len(p.pair_est), len(VSD_TAUS)))
         W, H = self.ds.spec.im_size
         ren = ToolkitDepthRenderer(W, H)
-        delta = float(self.ds.spec.vsd_delta)
-        need = np.zeros(P, bool)
-        model_id: dict[int, tuple] = {}
-        for o, idx in self._by_object():
-            r = 0.5 * self.infos[o].diameter
-            need[idx] = sphere_projections_overlap(self.pair_te[idx], self.pair_tg[idx], r)
-            if need[idx].any():
-                ren.add_object(o, *self._model(o))
-                path = self.ds.model_path(o, eval=True)
-                st = path.stat()
-                model_id[o] = (str(path), st.st_size, st.st_mtime_ns, W, H)
+        need, model_id = self._vsd_pairs(ren, W, H)
         by_image: dict[tuple[int, int], list[int]] = {}
         for q in np.flatnonzero(need):
             by_image.setdefault(self.pair_key[q], []).append(int(q))
         counts = {"renders": 0, "gt_cached": 0}
 
         def image(key: tuple[int, int], qs: list[int]) -> None:
-            s, i = key
-            K = self.K[key]
-            path = self.ds.depth_path(self.split, s, i)
-            if not path.is_file():
-                raise BopkdError(
-                    f"missing file {path}: download the test split with depth, or score without VSD"
-                )
-            depth = _load_depth_u16(path)
-            if depth.shape != (H, W):
-                raise BopkdError(
-                    f"{path}: depth image is {depth.shape[1]}x{depth.shape[0]}, the dataset's image size is "
-                    f"{W}x{H}; download the test split again"
-                )
-            rays = pixel_rays(K, W, H)
-            gts: dict[int, object] = {}
-            ests: dict[int, object] = {}
-            for q in qs:
-                o = int(self.pair_obj[q])
-                g = int(p.pair_gt[q])
-                m = int(p.pair_est[q])
-                if g not in gts:
-                    Rg, tg = self.pair_Rg[q], self.pair_tg[q]
-                    ck = (model_id[o], o, Rg.tobytes(), tg.tobytes(), K.tobytes())
-                    gts[g] = GT_RENDERS.get(ck, lambda o=o, Rg=Rg, tg=tg: ren.render(o, Rg, tg, K))
-                if m not in ests:
-                    ests[m] = ren.render(o, self.pair_Re[q], self.pair_te[q], K)
-                    counts["renders"] += 1
-                errs[q] = vsd_from_renders(
-                    depth,
-                    gts[g],
-                    ests[m],
-                    K,
-                    delta,
-                    VSD_TAUS,
-                    self.infos[o].diameter,
-                    rays,
-                    self.depth_scale[key],
-                )
+            self._vsd_image(key, qs, ren, model_id, errs, counts)
 
         hits0, miss0 = GT_RENDERS.hits, GT_RENDERS.misses
         items = list(by_image.items())
@@ -389,6 +351,75 @@ class SubmissionScorer:
             "gt_renders_cached": GT_RENDERS.hits - hits0,
         }
         self.timings["vsd"] = _time.perf_counter() - t0
+
+    def _vsd_pairs(self, ren, W: int, H: int) -> tuple[np.ndarray, dict[int, tuple]]:
+        """(P,) bool: the pairs whose sphere projections overlap (radius diameter / 2, BOP toolkit); their
+        objects are added to ``ren``, and identified for the GT render cache by (file, size, mtime, W, H)."""
+        from bopkd.eval.pose_error import sphere_projections_overlap
+
+        need = np.zeros(len(self.pairs.pair_est), bool)
+        model_id: dict[int, tuple] = {}
+        for o, idx in self._by_object():
+            r = 0.5 * self.infos[o].diameter
+            need[idx] = sphere_projections_overlap(self.pair_te[idx], self.pair_tg[idx], r)
+            if need[idx].any():
+                ren.add_object(o, *self._model(o))
+                path = self.ds.model_path(o, eval=True)
+                st = path.stat()
+                model_id[o] = (str(path), st.st_size, st.st_mtime_ns, W, H)
+        return need, model_id
+
+    def _test_depth(self, s: int, i: int) -> np.ndarray:
+        """The stored (H, W) uint16 depth of test image ``(s, i)``, checked against the dataset's size."""
+        W, H = self.ds.spec.im_size
+        path = self.ds.depth_path(self.split, s, i)
+        if not path.is_file():
+            raise BopkdError(f"missing file {path}: download the test split with depth, or score without VSD")
+        depth = _load_depth_u16(path)
+        if depth.shape != (H, W):
+            raise BopkdError(
+                f"{path}: depth image is {depth.shape[1]}x{depth.shape[0]}, the dataset's image size is "
+                f"{W}x{H}; download the test split again"
+            )
+        return depth
+
+    def _vsd_image(
+        self, key: tuple[int, int], qs: list[int], ren, model_id: dict, errs: np.ndarray, counts: dict
+    ) -> None:
+        """VSD of the pairs ``qs`` of one image into ``errs`` (P, 10): each GT and estimate rendered once."""
+        from bopkd.eval.lru import GT_RENDERS
+        from bopkd.eval.vsd import pixel_rays, vsd_from_renders
+
+        p = self.pairs
+        W, H = self.ds.spec.im_size
+        delta = float(self.ds.spec.vsd_delta)
+        K = self.K[key]
+        depth = self._test_depth(*key)
+        rays = pixel_rays(K, W, H)
+        gts: dict[int, object] = {}
+        ests: dict[int, object] = {}
+        for q in qs:
+            o = int(self.pair_obj[q])
+            g = int(p.pair_gt[q])
+            m = int(p.pair_est[q])
+            if g not in gts:
+                Rg, tg = self.pair_Rg[q], self.pair_tg[q]
+                ck = (model_id[o], o, Rg.tobytes(), tg.tobytes(), K.tobytes())
+                gts[g] = GT_RENDERS.get(ck, lambda o=o, Rg=Rg, tg=tg: ren.render(o, Rg, tg, K))
+            if m not in ests:
+                ests[m] = ren.render(o, self.pair_Re[q], self.pair_te[q], K)
+                counts["renders"] += 1
+            errs[q] = vsd_from_renders(
+                depth,
+                gts[g],
+                ests[m],
+                K,
+                delta,
+                VSD_TAUS,
+                self.infos[o].diameter,
+                rays,
+                self.depth_scale[key],
+            )
 
     # --------------------------------------------------------------------------------------- scoring
 

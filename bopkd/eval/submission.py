@@ -1,4 +1,4 @@
-"""BOP'19 pose result files (CSV): read, validate and write.
+"""BOP'19 pose result files (CSV): read and validate (written by :mod:`bopkd.infer.export`).
 
 Format (BOP Challenge 2019 onwards, ``docs/bop_challenge_2019.md`` of the BOP toolkit; read by
 ``bop_toolkit_lib/inout.py: load_bop_results`` and written by ``save_bop_results``)::
@@ -16,8 +16,8 @@ score wrongly: the header is required, blank lines, NaN/inf, negative ids and R 
 are rejected (the toolkit does not check R at all; :data:`ROTATION_TOL` is ours). Every problem raises
 :class:`~bopkd.errors.BopkdError` with ``FILE:LINE: column COL: problem; fix``.
 
-Writing uses ``repr`` of Python floats (the shortest string that parses back to the same double), so a
-write/read round trip is exact; files are written atomically.
+The writer (:func:`bopkd.infer.export.write_submission`) checks its rows with :func:`validate_arrays`, so
+every file it writes reads back here exactly.
 """
 
 from __future__ import annotations
@@ -30,7 +30,6 @@ from pathlib import Path
 import numpy as np
 
 from bopkd.errors import BopkdError, MissingFileError
-from bopkd.utils.atomic import atomic_open
 
 HEADER = "scene_id,im_id,obj_id,score,R,t,time"
 COLUMNS: tuple[str, ...] = tuple(HEADER.split(","))
@@ -423,47 +422,3 @@ def read_submission(
     See :func:`read_submission_arrays` (faster for scoring) for the checks and errors.
     """
     return estimates_from_arrays(read_submission_arrays(path, obj_ids=obj_ids, check_rotation=check_rotation))
-
-
-# --------------------------------------------------------------------------------------------- writing
-
-
-def _fmt(x: float) -> str:
-    # repr of a Python float is the shortest text that parses back to the same double (exact round trip).
-    return repr(float(x))
-
-
-def format_row(e: Estimate) -> str:
-    """One CSV row (no newline) for an estimate, in the toolkit's layout."""
-    R = " ".join(map(_fmt, e.R.reshape(9).tolist()))
-    t = " ".join(map(_fmt, e.t.reshape(3).tolist()))
-    time = "-1" if e.time == -1.0 else _fmt(e.time)
-    return f"{e.scene_id},{e.im_id},{e.obj_id},{_fmt(e.score)},{R},{t},{time}"
-
-
-def write_submission(path: str | Path, estimates: Iterable[Estimate], check_rotation: bool = False) -> None:
-    """Write estimates as a BOP'19 result CSV (header + one row each, ``\\n`` line ends), atomically.
-
-    The values are checked first (finite, ids >= 0, one time per image, and rotations when
-    ``check_rotation``) so that a written file always reads back; an empty list is an error because the
-    toolkit rejects an empty result file.
-    """
-    path = Path(path)
-    ests = list(estimates)
-    if not ests:
-        raise BopkdError(f"{path}: no estimates to write; the BOP toolkit rejects an empty result file")
-    arrays = {
-        "scene_id": np.array([e.scene_id for e in ests], dtype=np.int64),
-        "im_id": np.array([e.im_id for e in ests], dtype=np.int64),
-        "obj_id": np.array([e.obj_id for e in ests], dtype=np.int64),
-        "score": np.array([e.score for e in ests], dtype=np.float64),
-        "R": np.stack([e.R for e in ests]),
-        "t": np.stack([e.t for e in ests]),
-        "time": np.array([e.time for e in ests], dtype=np.float64),
-    }
-    validate_arrays(
-        arrays, check_rotation=check_rotation, where=f"{path} (estimate to write)", fix="fix the estimates"
-    )
-    with atomic_open(path, "w", encoding="utf-8", newline="\n") as f:
-        f.write(HEADER + "\n")
-        f.writelines(format_row(e) + "\n" for e in ests)

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bopkd.data.records import ObjectModel
+from bopkd.records import ObjectModel
 
 
 @dataclass

@@ -21,7 +21,7 @@ import math
 
 import numpy as np
 
-from bopkd.data.records import ObjectInfo
+from bopkd.records import ObjectInfo
 
 
 def axis_angle_matrix(axis: np.ndarray, angle: float) -> np.ndarray:

@@ -1,46 +1,16 @@
 r"""Batched, debiased, unbalanced Sinkhorn divergence between weighted point sets.
 
-This is the optimal-transport (OT) term of the distillation in Guo, Hu, Alvarez, Salzmann, "Knowledge
-Distillation for 6D Pose Estimation by Aligning Distributions of Local Predictions" (CVPR 2023,
-arXiv:2205.14971): per keypoint, the score-weighted set of the student's local keypoint predictions is
-aligned with the teacher's.  The authors' code (GUOShuxuan/kd-6d-pose-adlp, ``losses/kd_loss.py`` and
-``arguments/argument_kd.py``) evaluates it with geomloss
-``SamplesLoss("sinkhorn", p=2, blur=0.001, reach=0.5, scaling=0.5)`` on image coordinates divided by the
-image width and height; the defaults below are those settings.
+The optimal-transport (OT) term of the distillation of Guo et al. (CVPR 2023, arXiv:2205.14971): per
+keypoint, the score-weighted set of the student's local keypoint predictions is aligned with the
+teacher's. Their code evaluates it with geomloss ``SamplesLoss("sinkhorn", p=2, blur=0.001, reach=0.5,
+scaling=0.5)`` on image coordinates divided by the image width and height; those are the defaults here.
 
-Definition (Séjourné, Feydy, Vialard, Trouvé, Peyré, "Sinkhorn divergences for unbalanced optimal
-transport", arXiv:1910.12958, and geomloss ``_legacy/sinkhorn_divergence.py``), with
-:math:`C(x, y) = \tfrac12 \|x - y\|^2`, :math:`\varepsilon = \text{blur}^2`, :math:`\rho = \text{reach}^2`
-and the generalised :math:`\mathrm{KL}(p\,|\,q) = \langle p, \log(p/q)\rangle - \langle p, 1\rangle
-+ \langle q, 1\rangle`:
-
-.. math::
-    \mathrm{OT}(\alpha, \beta) = \min_{\pi \ge 0} \langle \pi, C\rangle
-        + \varepsilon \mathrm{KL}(\pi \,|\, \alpha\otimes\beta)
-        + \rho \mathrm{KL}(\pi 1 \,|\, \alpha) + \rho \mathrm{KL}(\pi^T 1 \,|\, \beta)
-
-    S(\alpha, \beta) = \mathrm{OT}(\alpha, \beta) - \tfrac12 \mathrm{OT}(\alpha, \alpha)
-        - \tfrac12 \mathrm{OT}(\beta, \beta) + \tfrac{\varepsilon}{2} (m(\alpha) - m(\beta))^2
-
-where :math:`m` is the total mass.  At the optimum the four dual potentials give (Séjourné et al.,
-Prop. 12) :math:`S = (\rho + \varepsilon/2) [\langle \alpha, e^{-f_{aa}/\rho} - e^{-f_{ba}/\rho}\rangle
-+ \langle \beta, e^{-g_{bb}/\rho} - e^{-g_{ab}/\rho}\rangle]`, which is what is evaluated here.
-
-Why hand-written: POT (the project's OT library) solves one unbalanced entropic problem at a time (its
-batched solver ``ot.batch.solve_batch`` is balanced only), has no epsilon-scaling for it and no debiased
-divergence; geomloss's batched call needs equal point counts and one diameter (so one epsilon schedule) for
-the whole batch, and it reads zero weights as ``log = -1e5`` rather than as absent points.  So the solver
-below is a batched log-domain (logsumexp) Sinkhorn loop in torch that follows geomloss's algorithm step by
-step; ``tests/losses/test_ot.py`` checks it against POT and geomloss.
-
-Correspondence with POT (used by the tests): ``ot.solve(C, a, b, reg=blur**2, reg_type="KL",
-unbalanced=reach**2, unbalanced_type="KL")`` minimises the same objective (its "KL" regulariser is
-KL(pi | a b^T), its marginal penalties are KL to a and b), but its reported ``value`` uses POT's ``kl_div``
-without the mass terms; the objective above is ``value + eps (m(a) m(b) - m(pi)) + rho (m(a) + m(b)
-- 2 m(pi))``, i.e. the generalised KLs re-evaluated on POT's plan. S is then assembled from the three
-problems (a,b), (a,a), (b,b) plus the mass term. POT's unbalanced Sinkhorn has no epsilon-scaling, so
-it converges only for larger blurs (tested at 0.05 and 0.1; its ``sinkhorn_stabilized`` method returned
-wrong values there, plain ``ot.solve`` did not).
+The divergence is that of Séjourné et al. (arXiv:1910.12958), the unbalanced extension of the debiased
+Sinkhorn divergence of Feydy et al. (AISTATS 2019), with cost ``C(x, y) = |x - y|^2 / 2``,
+``eps = blur^2`` and ``rho = reach^2``; it is evaluated from the dual potentials found by a batched
+log-domain Sinkhorn loop that follows geomloss's ``sinkhorn_loop`` (epsilon-scaling, symmetric
+averaged updates). Definitions, the dual formula, the gradient convention, convergence, precision and
+the correspondence with POT: ``docs/ot.md``. ``tests/losses/test_ot.py`` checks against POT and geomloss.
 """
 
 from __future__ import annotations
@@ -177,10 +147,16 @@ def sinkhorn_divergence(
 ) -> torch.Tensor:
     r"""Debiased unbalanced Sinkhorn divergence of B weighted point-set pairs, solved in one batched call.
 
+    :math:`S(\alpha, \beta) = \mathrm{OT}(\alpha, \beta) - \tfrac12 \mathrm{OT}(\alpha, \alpha)
+    - \tfrac12 \mathrm{OT}(\beta, \beta) + \tfrac{\varepsilon}{2} (m(\alpha) - m(\beta))^2` (Séjourné et
+    al., arXiv:1910.12958), evaluated by their Prop. 12 from the potentials of geomloss's algorithm; the
+    gradient is that of :math:`(\rho + \varepsilon)[\ldots]` (POT's; geomloss's is 1 - 2e-6 times it at
+    the defaults). See ``docs/ot.md``.
+
     Args:
         x: (B, N, D) positions of the first sets (e.g. student keypoint predictions, normalised image
             coordinates: px / image width, px / image height as in the paper's code).
-        a: (B, N) nonnegative weights of x (e.g. student scores); weight 0 marks padding.
+        a: (B, N) nonnegative weights of x (e.g. student scores); weight 0 marks padding (an absent point).
         y: (B, M, D) positions of the second sets (teacher predictions).
         b: (B, M) nonnegative weights of y; weight 0 marks padding.
         blur: entropic blur; epsilon = blur^2 (the final temperature), same units as x.
@@ -189,48 +165,52 @@ def sinkhorn_divergence(
         scaling: ratio between successive blurs of the epsilon-scaling schedule (geomloss
             ``epsilon_schedule``), from the diameter down to ``blur``.
         diameter: start of the schedule. ``None``: per problem, the diameter of the bounding box of the
-            present points of both sets (what geomloss computes when called on that problem alone). A float
-            or a (B,) tensor fixes it; geomloss called on a batch uses one diameter for all its problems
-            (see :func:`group_diameters`).
-        extra_iterations: Sinkhorn iterations at the final epsilon added after geomloss's schedule (0 =
-            geomloss's algorithm exactly). Large values converge to the exact entropic divergence, as POT
-            computes it.
+            present points of both sets (geomloss called on that problem alone). A float or a (B,)
+            tensor fixes it; ``group_diameters(...)`` reproduces the paper's per-image calls.
+        extra_iterations: Sinkhorn iterations at the final epsilon after geomloss's schedule (0 =
+            geomloss's algorithm exactly); large values converge to the exact entropic divergence (POT).
 
     Returns:
-        (B,) divergences, in units of x squared times weight (same dtype and device as x).
-
-    Algorithm (geomloss ``sinkhorn_loop``, J. Feydy's thesis Alg. 3.5): symmetric log-domain updates
-    :math:`f \leftarrow \tfrac12 (f + \lambda\,\mathrm{softmin}_\varepsilon(C, \log\beta + g/\varepsilon))`
-    with the unbalanced damping :math:`\lambda = 1 / (1 + \varepsilon/\rho)` (Séjourné et al., Table 1),
-    one update per epsilon of the schedule, for the four problems (a,b), (b,a), (a,a), (b,b), all without
-    autograd; then one last update from detached potentials with autograd on, and the dual formula above.
-    Gradients therefore follow the envelope theorem, like geomloss. The gradient of the value is that of
-    :math:`(\rho + \varepsilon)[\ldots]` (Séjourné et al., Prop. 12; geomloss's ``UnbalancedWeight``
-    describes this but, being a ``Module.backward``, never applies it, so geomloss's gradients are
-    :math:`\kappa = (\rho + \varepsilon/2) / (\rho + \varepsilon)` times these: 1 - 2e-6 at the paper's
-    settings). These gradients equal POT's (see the tests).
-
-    Convergence: geomloss's schedule makes one update per epsilon. In unbalanced OT the common shift of
-    the potentials (the mass mode) contracts only by rho / (rho + eps) per update (1 - 4e-6 at the paper's
-    settings), so when the masses differ the result is far from the converged divergence and depends on
-    where the schedule starts: on keypoint-like problems the per-image diameter of the paper's code gives
-    values ~6x those of the per-problem default (``benchmarks/ot.py``). Pass
-    ``diameter=group_diameters(...)`` to reproduce the paper's code exactly.
-
-    Padding: points of weight 0 are absent (log-weight ``-inf``): they change neither values nor
-    gradients of the other entries; their position gradient is 0; their weight gradient is the first
-    variation (the derivative for a point of infinitesimal weight). Their positions must be finite.
-
-    Empty problems: if one side of a problem has total weight 0, its value is defined as 0 with zero
-    gradients (the limit at 0 mass has an infinite derivative); callers should skip such problems, e.g.
-    with ``(a > 0).any(1) & (b > 0).any(1)``.
-
-    Runs on x's device and dtype (a, b are cast to it). float32: values carry an absolute error of about
-    1e-7 * rho * mass (the dual formula subtracts terms of size rho * mass), i.e. ~1e-6 relative on
-    distinct sets, up to ~1e-4 on nearly identical ones; position gradients at blur 0.001 are limited by
-    float32 (a softmax of potentials / 1e-6): median ~4e-6, worst ~1e-2 relative to float64 (geomloss
-    float32: median ~2e-4, worst ~1e-2).
+        (B,) divergences, in units of x squared times weight (same dtype and device as x). A problem with
+        one side of total weight 0 gives 0 with zero gradients; skip such problems, e.g. with
+        ``(a > 0).any(1) & (b > 0).any(1)``. float32 values carry an absolute error of about
+        1e-7 * rho * mass (``docs/ot.md``, "Precision").
     """
+    _check_inputs(x, a, y, b, blur, reach, scaling, extra_iterations)
+    a = a.to(x.dtype)
+    b = b.to(x.dtype)
+    B, N, _ = x.shape
+    M = y.shape[1]
+    if B == 0 or N == 0 or M == 0:
+        return (a.sum(1) * b.sum(1)) * 0
+
+    pa, pb = a > 0, b > 0
+    valid = pa.any(1) & pb.any(1)
+    eps_tab, mode_tab, all_active = _schedule(x, a, y, b, valid, diameter, blur, scaling, extra_iterations)
+    rho = None if reach is None else reach**_P
+    # Log-weights: -inf on absent points; empty problems get uniform weights so that they stay finite
+    # (their value is replaced by 0 below).
+    neg_inf = torch.tensor(float("-inf"), dtype=x.dtype, device=x.device)
+    a_log = torch.where(valid[:, None], torch.where(pa, a.detach().log(), neg_inf), 0.0)
+    b_log = torch.where(valid[:, None], torch.where(pb, b.detach().log(), neg_inf), 0.0)
+
+    potentials = _sinkhorn_loop(x, y, a_log, b_log, eps_tab, mode_tab, all_active, rho)
+    f_ba, g_ab, f_aa, g_bb = _extrapolate(x, y, a_log, b_log, potentials, blur, rho)
+    value = _dual_value(a, b, f_ba, g_ab, f_aa, g_bb, blur**_P, rho)
+    return torch.where(valid, value, 0.0)
+
+
+def _check_inputs(
+    x: torch.Tensor,
+    a: torch.Tensor,
+    y: torch.Tensor,
+    b: torch.Tensor,
+    blur: float,
+    reach: float | None,
+    scaling: float,
+    extra_iterations: int,
+) -> None:
+    """Raise ValueError naming the first bad shape, dtype or setting of :func:`sinkhorn_divergence`."""
     if x.ndim != 3 or y.ndim != 3 or x.shape[0] != y.shape[0] or x.shape[2] != y.shape[2]:
         raise ValueError(f"x and y must be (B,N,D) and (B,M,D), got {tuple(x.shape)} and {tuple(y.shape)}")
     if a.shape != x.shape[:2] or b.shape != y.shape[:2]:
@@ -243,23 +223,33 @@ def sinkhorn_divergence(
         raise ValueError(
             f"need blur > 0, 0 < scaling < 1, reach > 0 or None, extra_iterations >= 0; got {blur}, {scaling}, {reach}, {extra_iterations}"
         )
-    a = a.to(x.dtype)
-    b = b.to(x.dtype)
-    B, N, _ = x.shape
-    M = y.shape[1]
-    if B == 0 or N == 0 or M == 0:
-        return (a.sum(1) * b.sum(1)) * 0
 
-    pa, pb = a > 0, b > 0
-    valid = pa.any(1) & pb.any(1)
+
+def _schedule(
+    x: torch.Tensor,
+    a: torch.Tensor,
+    y: torch.Tensor,
+    b: torch.Tensor,
+    valid: torch.Tensor,
+    diameter: float | torch.Tensor | None,
+    blur: float,
+    scaling: float,
+    extra_iterations: int,
+) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """The epsilon table (B, T) and step modes (B, T) on x's device, and (T,) whether every problem makes
+    an averaged update at each step; raises ValueError on negative weights.
+
+    The diameters and schedules are computed on the host, as geomloss does (``.item()``), with one host
+    transfer; problems with an empty side get the schedule of diameter ``blur``.
+    """
+    B = x.shape[0]
     if diameter is None:  # geomloss's ``max_diameter`` of the problem alone, present points only
-        lo, hi = _bounds(x.detach(), pa, y.detach(), pb)
+        lo, hi = _bounds(x.detach(), a > 0, y.detach(), b > 0)
         d = torch.linalg.vector_norm(hi - lo, dim=-1)
     elif isinstance(diameter, torch.Tensor):
         d = diameter.detach().to(x.dtype).expand(B)
     else:
         d = torch.full((B,), float(diameter), dtype=x.dtype)
-    # One host transfer: the schedules are built on the host, as geomloss does (``.item()``).
     neg = (a < 0).any(1) | (b < 0).any(1)
     d_host, neg_host, valid_host = (
         torch.stack([d.to(x.device), neg.to(x.dtype), valid.to(x.dtype)]).cpu().double().numpy()
@@ -270,24 +260,34 @@ def sinkhorn_divergence(
     eps_np, mode_np = _epsilon_tables(d_host, blur, scaling, extra_iterations)
     eps_tab = torch.as_tensor(eps_np, dtype=x.dtype).to(x.device)
     mode_tab = torch.as_tensor(mode_np).to(x.device)
-    rho = None if reach is None else reach**_P
+    return eps_tab, mode_tab, (mode_np == 2).all(0)
 
-    # Log-weights: -inf on absent points; empty problems get uniform weights so that they stay finite
-    # (their value is replaced by 0 below).
-    neg_inf = torch.tensor(float("-inf"), dtype=x.dtype, device=x.device)
-    a_log = torch.where(valid[:, None], torch.where(pa, a.detach().log(), neg_inf), 0.0)
-    b_log = torch.where(valid[:, None], torch.where(pb, b.detach().log(), neg_inf), 0.0)
 
-    # Per-step constants, (T, B, 1): 1/eps, -1/eps and -lambda eps, lambda = 1 / (1 + eps/rho) the
-    # damping of unbalanced OT (1 when balanced).
+def _sinkhorn_loop(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    a_log: torch.Tensor,
+    b_log: torch.Tensor,
+    eps_tab: torch.Tensor,
+    mode_tab: torch.Tensor,
+    all_active: np.ndarray,
+    rho: float | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Potentials (f_ba (B,N), g_ab (B,M), f_aa (B,N), g_bb (B,M)) after the epsilon schedule, no autograd.
+
+    Each step updates the four problems (a,b), (b,a), (a,a), (b,b) from the same old potentials
+    ("symmetric" updates, geomloss ``sinkhorn_loop``): ``f <- (f + lambda softmin_eps(C, log b + g/eps))/2``
+    with the damping ``lambda = 1 / (1 + eps/rho)`` of unbalanced OT (1 when balanced).
+    """
+    B, N = a_log.shape
+    M = b_log.shape[1]
+    # Per-step constants, (T, B, 1): 1/eps, -1/eps and -lambda eps.
     eps_cols = eps_tab.T[:, :, None]
     inv_eps = 1 / eps_cols
     lam_cols = torch.ones_like(eps_cols) if rho is None else 1 / (1 + eps_cols / rho)
     out_scale = -lam_cols * eps_cols
     neg_inv_eps = -inv_eps[..., None]
     modes = mode_tab.T[:, :, None]
-    all_active = (mode_np == 2).all(0)
-
     with torch.no_grad():
         xd, yd = x.detach(), y.detach()
         c_xy = _cost(xd, yd)
@@ -299,8 +299,6 @@ def sinkhorn_divergence(
         f_aa = x.new_zeros(B, N)
         g_bb = x.new_zeros(B, M)
         for t in range(eps_tab.shape[1]):
-            # f <- lambda softmin_eps(C, log b + g / eps), for the four problems at once ("symmetric"
-            # updates from the same old potentials, geomloss ``sinkhorn_loop``).
             ie, ne, sc = inv_eps[t], neg_inv_eps[t], out_scale[t]
             ft_ba = _lse_nograd(ne, c_xy, torch.addcmul(b_log, g_ab, ie)).mul_(sc)
             gt_ab = _lse_nograd(ne, c_yx, torch.addcmul(a_log, f_ba, ie)).mul_(sc)
@@ -319,24 +317,47 @@ def sinkhorn_divergence(
                 g_ab = torch.where(mode == 2, (g_ab + gt_ab) * 0.5, torch.where(mode == 1, gt_ab, g_ab))
                 f_aa = torch.where(mode == 2, (f_aa + ft_aa) * 0.5, torch.where(mode == 1, ft_aa, f_aa))
                 g_bb = torch.where(mode == 2, (g_bb + gt_bb) * 0.5, torch.where(mode == 1, gt_bb, g_bb))
+    return f_ba, g_ab, f_aa, g_bb
 
-    # Last "extrapolation" step with autograd on, from detached potentials (geomloss ``sinkhorn_loop``
-    # after its loop; ``sinkhorn_tensorized`` detaches the right-hand points of each cost matrix).
+
+def _extrapolate(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    a_log: torch.Tensor,
+    b_log: torch.Tensor,
+    potentials: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+    blur: float,
+    rho: float | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The last update at ``eps = blur^2`` with autograd on, from the detached ``potentials`` (geomloss
+    ``sinkhorn_loop`` after its loop; ``sinkhorn_tensorized`` detaches the right-hand points of each cost)."""
+    f_ba, g_ab, f_aa, g_bb = potentials
     eps_f = blur**_P
-    eps = torch.full((B,), eps_f, dtype=x.dtype, device=x.device)
+    eps = torch.full((x.shape[0],), eps_f, dtype=x.dtype, device=x.device)
     lam = 1.0 if rho is None else 1 / (1 + eps_f / rho)
-    f_ba, g_ab, f_aa, g_bb = (
+    return (
         lam * _softmin(eps, _cost(x, y.detach()), b_log + g_ab / eps_f),
         lam * _softmin(eps, _cost(y, x.detach()), a_log + f_ba / eps_f),
         lam * _softmin(eps, _cost(x, x.detach()), a_log + f_aa / eps_f),
         lam * _softmin(eps, _cost(y, y.detach()), b_log + g_bb / eps_f),
     )
 
+
+def _dual_value(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    f_ba: torch.Tensor,
+    g_ab: torch.Tensor,
+    f_aa: torch.Tensor,
+    g_bb: torch.Tensor,
+    eps_f: float,
+    rho: float | None,
+) -> torch.Tensor:
+    """(B,) divergence from the potentials (``docs/ot.md``, "Dual form")."""
     if rho is None:  # balanced: S = <a, f_ba - f_aa> + <b, g_ab - g_bb> (Feydy's thesis Eq. 3.209)
-        value = (a * (f_ba - f_aa)).sum(1) + (b * (g_ab - g_bb)).sum(1)
-    else:  # unbalanced: Séjourné et al. Prop. 12, value (rho + eps/2) [...], gradient (rho + eps) [...]
-        t = (a * ((-f_aa / rho).exp() - (-f_ba / rho).exp())).sum(1) + (
-            b * ((-g_bb / rho).exp() - (-g_ab / rho).exp())
-        ).sum(1)
-        value = (rho + eps_f / 2) * t + (eps_f / 2) * (t - t.detach())
-    return torch.where(valid, value, 0.0)
+        return (a * (f_ba - f_aa)).sum(1) + (b * (g_ab - g_bb)).sum(1)
+    # Unbalanced: Séjourné et al. Prop. 12, value (rho + eps/2) [...], gradient (rho + eps) [...].
+    t = (a * ((-f_aa / rho).exp() - (-f_ba / rho).exp())).sum(1) + (
+        b * ((-g_bb / rho).exp() - (-g_ab / rho).exp())
+    ).sum(1)
+    return (rho + eps_f / 2) * t + (eps_f / 2) * (t - t.detach())

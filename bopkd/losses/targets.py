@@ -20,33 +20,10 @@ from __future__ import annotations
 
 import torch
 
+from bopkd.models.levels import level_quota, object_sizes
+
 LABEL_BACKGROUND = -1
 LABEL_IGNORED = -2
-
-
-def object_sizes(corners_2d: torch.Tensor) -> torch.Tensor:
-    """(n, 8, 2) projected corners, px -> (n,) the larger side of their bounding box, px."""
-    span = corners_2d.amax(dim=1) - corners_2d.amin(dim=1)
-    return span.amax(dim=-1)
-
-
-def level_quota(
-    sizes: torch.Tensor, level_sizes: torch.Tensor, num: int = 10, lam: float = 1.0
-) -> torch.Tensor:
-    """Positives per level for objects of the given sizes (WDR's ``nk``).
-
-    Args:
-        sizes: (n,) object sizes, px.
-        level_sizes: (L,) anchor size of each level, px.
-
-    Returns:
-        (n, L) long, ``floor(num * softmax_l(-lam d_l^2) + 0.5)``.
-    """
-    s = sizes.to(torch.float32).clamp(min=1.0).view(-1, 1)
-    d = torch.log2(s / level_sizes.to(s).view(1, -1)).abs()
-    w = torch.exp(-lam * d * d)
-    w = w / w.sum(dim=1, keepdim=True)
-    return torch.floor(num * w + 0.5).long()
 
 
 def _anchors_of(outputs_or_anchors: dict) -> dict:
@@ -134,4 +111,4 @@ def assign_targets(
     }
 
 
-__all__ = ["LABEL_BACKGROUND", "LABEL_IGNORED", "assign_targets", "level_quota", "object_sizes"]
+__all__ = ["LABEL_BACKGROUND", "LABEL_IGNORED", "assign_targets"]

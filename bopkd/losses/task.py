@@ -89,16 +89,6 @@ class LossConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    @classmethod
-    def from_dict(cls, d: dict, source: str = "the loss config") -> LossConfig:
-        if not isinstance(d, dict):
-            raise BopkdError(f"{source}: the loss section must be a mapping, got {type(d).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise BopkdError(f"{source}: unknown loss keys {unknown}: allowed keys are {sorted(known)}")
-        return cls(**d).validate(source)
-
 
 def gather_positive_targets(batch: dict, assignment: dict, device: torch.device) -> dict:
     """GT of every positive cell: ``corners_cam`` (P, 8, 3) mm, ``K`` (P, 3, 3), ``diameter`` (P,) mm."""
@@ -125,14 +115,13 @@ class PoseLoss:
     """``PoseLoss(cfg)(outputs, batch) -> {"loss_cls", "loss_kpt"}`` (weighted scalars).
 
     ``outputs`` is :meth:`bopkd.models.posenet.PoseNet.forward`'s dict; ``batch`` the collated batch
-    (see ``bopkd/models/README_CONTRACT.md``). A precomputed ``assignment`` (from
-    :func:`~bopkd.losses.targets.assign_targets`) may be passed to share it with a distillation loss;
-    the one used is kept in ``self.last_assignment``.
+    (see ``bopkd/models/README_CONTRACT.md``). The positive cells are ``assignment`` when given (the
+    trainer samples them once, :func:`~bopkd.losses.targets.assign_targets`, and passes the same dict to
+    the distillation loss), else sampled here with ``generator``.
     """
 
     def __init__(self, cfg: LossConfig | None = None):
         self.cfg = (cfg or LossConfig()).validate()
-        self.last_assignment: dict | None = None
 
     def __call__(
         self,
@@ -144,7 +133,6 @@ class PoseLoss:
         cfg = self.cfg
         if assignment is None:
             assignment = assign_targets(outputs, batch, cfg, generator)
-        self.last_assignment = assignment
         logits, kpts = outputs["cls_logits"], outputs["kpts"]
         # computed in float32 even under autocast (bf16/fp16 outputs): the ray projection divides
         # millimetre-scale products and the focal loss takes logs of small probabilities

@@ -1,6 +1,6 @@
 """Backbones: any timm model with ``features_only=True``, plus the DarkNet presets of the paper.
 
-Presets (:data:`PRESETS`):
+Named backbones (:data:`BACKBONES`):
 
 * ``darknet53``: the teacher of Guo et al. (CVPR 2023) and the backbone of WDR (Hu et al., CVPR 2021).
   timm's ``darknet53`` is the same network (40.58 M parameters without the classifier, as
@@ -49,7 +49,7 @@ class Preset:
 
 
 # Stage widths of pytorchcv's DarkNet "tiny" and "tiny-h" (odd units 1x1, even 3x3 in multi-unit stages).
-PRESETS: dict[str, Preset] = {
+BACKBONES: dict[str, Preset] = {
     "darknet53": Preset(256, 4, timm_name="darknet53"),
     "darknet-tiny": Preset(
         256, 4, ((16,), (32,), (16, 128, 16, 128), (32, 256, 32, 256), (64, 512, 64, 512, 128))
@@ -64,7 +64,7 @@ TIMM_DEFAULT = Preset(256, 4)
 
 def preset_for(name: str) -> Preset:
     """The preset of a backbone name (timm names get the darknet53 defaults)."""
-    return PRESETS.get(name, TIMM_DEFAULT)
+    return BACKBONES.get(name, TIMM_DEFAULT)
 
 
 def gn_groups(channels: int, max_groups: int = 32, min_per_group: int = 4) -> int:
@@ -228,7 +228,7 @@ def build_backbone(
         raise BopkdError(f"unknown backbone norm {norm!r}: use one of {', '.join(NORMS)}")
     norm = resolve_norm(norm, pretrained)
     weights_file = pretrained if isinstance(pretrained, str) else None
-    preset = PRESETS.get(name)
+    preset = BACKBONES.get(name)
     if preset is not None and preset.darknet_stages is not None:
         if pretrained is True:
             raise BopkdError(
@@ -256,7 +256,7 @@ def _timm_body(name: str, preset: Preset | None, pretrained: bool) -> nn.Module:
     timm_name = preset.timm_name if preset is not None else name
     if not timm.is_model(timm_name):
         raise BopkdError(
-            f"unknown backbone {name!r}: use a preset ({', '.join(PRESETS)}) or a timm model name "
+            f"unknown backbone {name!r}: use a preset ({', '.join(BACKBONES)}) or a timm model name "
             f'(python -c "import timm; print(timm.list_models())")'
         )
     try:

@@ -4,7 +4,7 @@ As at inference in WDR (Hu et al., CVPR 2021, ``postprocess.py``, ``pose_infer_m
 (CVPR 2023): cells whose sigmoid score exceeds ``score_th`` (0.1) are candidates; for each class with
 a candidate, the object's size S is the larger side of the box of the keypoints of its most confident
 cell, and each level keeps its ``n_l`` most confident candidates with ``n_l`` the same level quota as
-at training (:func:`bopkd.losses.targets.level_quota`: ``num_cells`` = 10 spread over levels by
+at training (:func:`bopkd.models.levels.level_quota`: ``num_cells`` = 10 spread over levels by
 ``|log2(S / anchor size)|``). ``topk_per_level`` replaces that quota by a fixed number per level.
 (WDR reports ``sqrt`` of the sigmoid as score; bopkd keeps the sigmoid, a monotone difference.)
 """
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from bopkd.losses.targets import level_quota
+from bopkd.models.levels import level_quota
 
 
 @dataclass

@@ -20,14 +20,14 @@ output. One model serves all objects of a dataset: class c is ``obj_ids[c]``.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from bopkd.errors import BopkdError
-from bopkd.models.backbones import NORMS, PRESETS, build_backbone, preset_for, resolve_norm
+from bopkd.models.backbones import NORMS, build_backbone, preset_for, resolve_norm
 from bopkd.models.fpn import FPN
 from bopkd.models.head import PoseHead
 
@@ -120,29 +120,6 @@ class ModelConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict, source: str = "the model config") -> ModelConfig:
-        """Build from a plain dict (e.g. a YAML ``model:`` section), rejecting unknown keys."""
-        if not isinstance(d, dict):
-            raise BopkdError(f"{source}: the model section must be a mapping, got {type(d).__name__}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise BopkdError(f"{source}: unknown model keys {unknown}: allowed keys are {sorted(known)}")
-        try:
-            cfg = cls(**d)
-            cfg.obj_ids = [int(o) for o in cfg.obj_ids]
-            cfg.levels = [int(v) for v in cfg.levels]
-            cfg.anchor_scale = float(cfg.anchor_scale)
-            cfg.prior_prob = float(cfg.prior_prob)
-            if not isinstance(cfg.pretrained, str):
-                cfg.pretrained = bool(cfg.pretrained)
-        except (TypeError, ValueError) as e:
-            raise BopkdError(
-                f"{source}: bad model value ({e}): obj_ids and levels are lists of integers"
-            ) from e
-        return cfg.validate(source)
 
 
 class PoseNet(nn.Module):
@@ -271,4 +248,4 @@ def build_model(cfg: ModelConfig) -> PoseNet:
     return PoseNet(cfg)
 
 
-__all__ = ["PRESETS", "ModelConfig", "PoseNet", "build_model"]
+__all__ = ["ModelConfig", "PoseNet", "build_model"]

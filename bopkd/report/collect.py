@@ -1,10 +1,10 @@
 """Collect what a report needs from a results folder.
 
 A results folder holds BOP CSV submissions (``METHOD_DATASET-SPLIT.csv``), each with a sidecar
-``<csv>.json`` written by ``bopkd predict`` (model role, backbone, distillation method, seed, size,
-speed, protocol, run folder), and the scores that ``bopkd score`` wrote for it in
-``<scores>/<result name>/`` (``scores_bop19.json``, ``scores_ad.json``, ``recalls.csv``). This module
-turns them into one tidy record per submission; the tables aggregate records over seeds.
+``<csv>.json`` written by ``bopkd predict`` (:class:`bopkd.infer.record.PredictionRecord`: model role,
+backbone, distillation method, size, speed, protocol, checkpoint), and the scores that ``bopkd score``
+wrote for it in ``<scores>/<result name>/`` (``scores_bop19.json``, ``scores_ad.json``, ``recalls.csv``).
+This module turns them into one tidy record per submission; the tables aggregate records over seeds.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from bopkd.errors import BopkdError
+from bopkd.infer.record import PredictionRecord, read_record, sidecar_path
 from bopkd.report.settings import RowSettings
 
 
@@ -85,22 +86,6 @@ def _read_json(path: Path) -> dict:
         raise BopkdError(f"{path}: not valid JSON ({e}); rerun the stage that wrote it") from None
 
 
-def _run_dir(side: dict) -> Path | None:
-    """The training run folder: the sidecar's ``run_dir``, else the folder of its ``checkpoint``
-    (``RUN/checkpoints/final.pt`` as ``bopkd predict`` records it)."""
-    rd = _get(side, "run_dir", "model.run_dir")
-    if rd:
-        return Path(rd)
-    ck = _get(side, "checkpoint", "model.checkpoint")
-    if ck:
-        p = Path(ck)
-        if p.parent.name == "checkpoints":
-            return p.parent.parent
-        if p.is_dir():
-            return p
-    return None
-
-
 def _run_config(run_dir: Path | None) -> dict | None:
     """A run's ``config.yaml`` (written by ``bopkd.train.config.save_config``); None when absent."""
     import yaml
@@ -144,44 +129,44 @@ def _bare_label(role: str, backbone: str, kd: str, name: str) -> str:
     return f"{backbone} / {kd}" if role == "student" else name
 
 
-def _partial_iteration(side: dict, cfg: dict | None) -> int | None:
-    """The sidecar's checkpoint ``iteration`` when it is before the run's ``iters`` (an intermediate
-    checkpoint: another model than the run's final one), else None."""
-    it, iters = side.get("iteration"), (cfg or {}).get("iters")
-    if isinstance(it, int) and isinstance(iters, int) and it < iters:
-        return it
+def _partial_iteration(iteration: int, cfg: dict | None) -> int | None:
+    """The checkpoint's ``iteration`` when it is before the run's ``iters`` (an intermediate checkpoint:
+    another model than the run's final one), else None."""
+    iters = (cfg or {}).get("iters")
+    if isinstance(iters, int) and iteration < iters:
+        return iteration
     return None
 
 
-def _from_sidecar(name: str, csv_path: Path, side: dict) -> ModelResult:
-    role = str(_get(side, "model.role", "role", default="other"))
-    backbone = str(_get(side, "model.backbone", "backbone", default="?"))
-    kd = str(_get(side, "model.kd", "kd", "kd_method", default="-" if role == "teacher" else "none"))
-    kd = "-" if role == "teacher" else kd
-    run_dir = _run_dir(side)
+def _from_sidecar(name: str, csv_path: Path, rec: PredictionRecord | None) -> ModelResult:
+    """The result as its sidecar ``rec`` describes it; ``rec`` None: a CSV that ``bopkd predict`` did not
+    write (another method's), reported under its result name with role ``other``."""
+    if rec is None:
+        return ModelResult(
+            result_name=name, csv_path=csv_path, model=name, role="other", backbone="?", kd="none", seed=None
+        )
+    kd = "-" if rec.role == "teacher" else rec.kd_method
+    run_dir = rec.run_dir()
     cfg = _run_config(run_dir)
-    seed = _get(side, "model.seed", "seed")
-    if seed is None and cfg is not None and isinstance(cfg.get("seed"), int):
-        seed = cfg["seed"]
-    size = _get(side, "input_size", "model.input_size")
+    seed = cfg.get("seed") if cfg is not None and isinstance(cfg.get("seed"), int) else None
     return ModelResult(
         result_name=name,
         csv_path=csv_path,
-        model=_bare_label(role, backbone, kd, name),
-        role=role,
-        backbone=backbone,
+        model=_bare_label(rec.role, rec.backbone, kd, name),
+        role=rec.role,
+        backbone=rec.backbone,
         kd=kd,
-        seed=None if seed is None else int(seed),
-        params=_get(side, "model.params", "params"),
-        macs=_get(side, "model.macs", "macs"),
-        ms_per_image=_get(side, "speed.ms_per_image", "ms_per_image"),
-        device=_get(side, "speed.device", "device"),
-        protocol=_get(side, "protocol"),
+        seed=seed,
+        params=rec.params,
+        macs=rec.macs,
+        ms_per_image=rec.ms_per_image,
+        device=rec.device,
+        protocol=rec.protocol,
         run_dir=run_dir,
         run_config=cfg,
-        input_size=None if not size else (int(size[0]), int(size[1])),
-        input_mode=_get(side, "input_mode", default=(cfg or {}).get("data", {}).get("mode")),
-        iteration=_partial_iteration(side, cfg),
+        input_size=rec.input_size,
+        input_mode=rec.input_mode,
+        iteration=_partial_iteration(rec.iteration, cfg),
     )
 
 
@@ -226,11 +211,11 @@ def _add_settings(r: ModelResult) -> None:
 def load_result(csv_path: Path, scores_dir: Path) -> ModelResult | None:
     """One :class:`ModelResult`, or None when the submission has not been scored yet.
 
-    Sidecar keys read (nested ``model.*``/``speed.*`` or the flat keys ``bopkd predict`` writes):
-    role, backbone, kd (``kd_method``), seed (else the run's ``config.yaml``), params, macs,
-    ms_per_image, device, protocol, input_size, input_mode, run_dir (else derived from ``checkpoint``).
-    The run's ``config.yaml`` gives the row's settings (:mod:`bopkd.report.settings`); ``model`` is the row
-    label as if this were the only submission (:func:`collect_results` labels rows against each other).
+    The sidecar ``<csv>.json`` is read as a :class:`bopkd.infer.record.PredictionRecord` (one-line error
+    when it is not one); a CSV without a sidecar is another method's (role ``other``). The run folder is
+    the checkpoint's; its ``config.yaml`` gives the seed and the row's settings
+    (:mod:`bopkd.report.settings`). ``model`` is the row label as if this were the only submission
+    (:func:`collect_results` labels rows against each other).
     """
     from bopkd.eval.naming import parse_result_name
 
@@ -239,8 +224,8 @@ def load_result(csv_path: Path, scores_dir: Path) -> ModelResult | None:
     sdir = scores_dir / name
     if not (sdir / "scores_bop19.json").is_file():
         return None
-    side_path = csv_path.with_name(csv_path.name + ".json")
-    r = _from_sidecar(name, csv_path, _read_json(side_path) if side_path.is_file() else {})
+    side_path = sidecar_path(csv_path)
+    r = _from_sidecar(name, csv_path, read_record(side_path) if side_path.is_file() else None)
     r.dataset = f"{parsed.dataset}-{parsed.split}" + (f"_{parsed.split_type}" if parsed.split_type else "")
     _add_scores(r, sdir)
     _add_settings(r)

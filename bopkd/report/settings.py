@@ -9,8 +9,9 @@ in its resolved form (the method's typed config with every default filled in by
 The settings a row states (:class:`RowSettings`), with the reference code's value (Guo et al., CVPR 2023,
 GUOShuxuan/kd-6d-pose-adlp) in :data:`REFERENCE`:
 
-* the distillation weight(s): ``kd.weight``, else the method's default; for ``fkd+ot`` the OT weight
-  (``kd.weight`` or ``kd.options.ot.weight``) and FKD's (``kd.options.fkd.weight``);
+* the distillation weight(s): ``kd.options.weight`` (older configs: ``kd.weight``, folded in by
+  :func:`bopkd.losses.kd.registry.fold_legacy_kd_weight`), else the method's default; for ``fkd+ot`` the
+  OT weight (``kd.options.ot.weight``) and FKD's (``kd.options.fkd.weight``);
 * ``loss.reduction`` of the task loss: ``"sum"`` (the reference's sums over cells) or
   ``"mean_per_positive"`` (an ablation; :mod:`bopkd.losses.task`);
 * for ``ot`` and ``fkd+ot`` (``kd.options`` or ``kd.options.ot``): ``detach_scores`` (False: the student's
@@ -128,8 +129,9 @@ def _weights(method: str, cfg) -> tuple[tuple[str, float], ...]:
 
 def resolve_kd(kd: dict, legacy: bool, source: str) -> tuple[str, object]:
     """``(method, typed config)`` of a run's ``kd`` section, defaults filled (legacy ones when ``legacy``)."""
-    from bopkd.losses.kd.registry import make_spec
+    from bopkd.losses.kd.registry import fold_legacy_kd_weight, make_spec
 
+    kd = fold_legacy_kd_weight({"kd": kd}, source)["kd"]
     method = str(kd.get("method") or "none")
     options = copy.deepcopy(kd.get("options") or {})
     if not isinstance(options, dict):
@@ -139,7 +141,7 @@ def resolve_kd(kd: dict, legacy: bool, source: str) -> tuple[str, object]:
         if isinstance(target, dict):
             target.setdefault("teacher_region", LEGACY["teacher_region"])
     try:
-        spec = make_spec(method, options or None, kd.get("weight"), source=source)
+        spec = make_spec(method, options or None, source=source)
     except BopkdError as e:
         raise BopkdError(f"{source}: {e}; this version of bopkd cannot read the run's kd settings") from None
     return spec.method, spec.config

@@ -99,7 +99,7 @@ def measure_forwards(
     """
     import torch
 
-    from bopkd.train.trainer import device_name, resolve_device
+    from bopkd.train.device import device_name, resolve_device
 
     if batches < 20:
         raise BopkdError(

@@ -1,1 +1,4 @@
-"""Training: typed run configs, the trainer (checkpoints, resume, DDP), and inference with BOP CSV export."""
+"""Training: typed run configs (``config``, ``presets``), the ``bopkd train`` command (``command``), the
+trainer loop (``trainer``) and its hooks (``hooks``: schedule, non-finite check, timing, progress,
+metrics, checkpoints), the loss callables (``loss_fns``), networks (``networks``), the resumable
+sampler (``sampler``), devices, seeds, optimisers, checkpoints, metrics files and DDP."""

@@ -5,12 +5,13 @@ A run's configuration is built in layers, each overriding the previous one::
     defaults (the dataclasses below) < preset < --config FILE < command-line options < --set key.sub=value
 
 Every layer is a nested plain dict; the merged dict is turned into a :class:`RunConfig` by
-:func:`from_dict`, which checks every key and value against the dataclass type hints and reports
+:func:`bopkd.config.from_dict`, which checks every key and value against the dataclass type hints and reports
 problems as one line naming the key, where the value came from, and the allowed values
 (:class:`~bopkd.errors.BopkdError`). ``--set`` values are parsed as YAML scalars/lists
 (``--set data.input_size=[320,240]``, ``--set model.fpn_channels=null``).
 
-Presets (:data:`PRESETS`, in code so that they ship with the package) live in :mod:`bopkd.train.presets`:
+Presets (:data:`~bopkd.train.presets.TRAIN_PRESETS`, in code so that they ship with the package) live in
+:mod:`bopkd.train.presets`:
 ``paper`` (the settings of Guo et al.'s code, CVPR 2023; ``paper-crop`` is another name of it),
 ``cpu-quick`` and ``demo``.
 """
@@ -18,22 +19,19 @@ Presets (:data:`PRESETS`, in code so that they ship with the package) live in :m
 from __future__ import annotations
 
 import copy
-import dataclasses
-import difflib
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Literal
 
 import yaml
 
+from bopkd.config import Origins, drop_none, from_dict, load_yaml, merge_into, parse_override, to_dict
 from bopkd.data.augment import AugmentConfig
 from bopkd.data.torch_dataset import DataConfig
-from bopkd.errors import BopkdError, MissingFileError
+from bopkd.errors import BopkdError
 from bopkd.losses.task import LossConfig
 from bopkd.models.posenet import ModelConfig
-from bopkd.train.presets import PRESETS
+from bopkd.train.presets import TRAIN_PRESETS
 
 
 @dataclass
@@ -100,21 +98,20 @@ class KDConfig:
     Attributes:
         method: ``none`` (student baseline) or a distillation method registered by ``bopkd.losses.kd``.
         teacher: checkpoint (or run directory) of the teacher.
-        weight: weight of the distillation terms (``--kd-weight``); None = the method's default (5 for
-            ot and pred, 1 for fkd; for fkd+ot it sets the ot weight).
-        options: method-specific settings: fields of the method's config in ``bopkd.losses.kd``.
+        options: method-specific settings: fields of the method's config in ``bopkd.losses.kd``, the
+            distillation weight included (``options.weight``; ``options.ot.weight`` for fkd+ot; the
+            method's default when absent: 5 for ot and pred, 1 for fkd). ``--kd-weight`` writes it.
     """
 
     method: str = "none"
     teacher: str | None = None
-    weight: float | None = None
     options: dict = field(default_factory=dict)
 
     def validate(self) -> None:
         from bopkd.losses.kd.registry import make_spec
 
-        # name (one line listing the registered methods), options and weight, by the method's typed config
-        make_spec(self.method, self.options or None, self.weight, source="kd config")
+        # name (one line listing the registered methods) and options, by the method's typed config
+        make_spec(self.method, self.options or None, source="kd config")
         if self.method != "none" and not self.teacher:
             raise BopkdError(
                 f"kd.method = {self.method!r} needs a teacher checkpoint: add --teacher CHECKPOINT"
@@ -225,228 +222,6 @@ class RunConfig:
         return Path("runs") / f"{self.role}-{self.data.dataset}-{self.model.backbone}"
 
 
-# --- dict <-> dataclass ----------------------------------------------------------------------------------
-
-
-def to_dict(obj: Any) -> Any:
-    """Plain, YAML- and ``torch.load(weights_only=True)``-safe form of a config (tuples become lists)."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, dict):
-        return {str(k): to_dict(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_dict(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
-class _Origins(dict):
-    """Dotted key -> where its value was set (``preset cpu-quick``, ``FILE``, ``--set``)."""
-
-    def of(self, path: str) -> str:
-        while path:
-            if path in self:
-                return self[path]
-            path = path.rpartition(".")[0]
-        return "the defaults"
-
-
-def _type_name(tp: Any) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return " | ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(tp))
-    if tp is type(None):
-        return "null"
-    if origin in (list, tuple):
-        args = [a for a in typing.get_args(tp) if a is not Ellipsis]
-        n = "" if origin is list or Ellipsis in typing.get_args(tp) else f"{len(args)} "
-        return f"a list of {n}{_type_name(args[0]) if args else 'values'}"
-    if dataclasses.is_dataclass(tp):
-        return "a mapping"
-    return getattr(tp, "__name__", str(tp))
-
-
-class _ConvError(Exception):
-    pass
-
-
-def _convert(tp: Any, value: Any, path: str, origins: _Origins) -> Any:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if tp is Any:
-        return value
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, path, origins)
-    if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for a in args:
-            if a is type(None):
-                continue
-            try:
-                return _convert(a, value, path, origins)
-            except _ConvError as e:
-                errors.append(str(e))
-        raise _ConvError(f"expected {_type_name(tp)}, got {value!r}")
-    if origin is Literal:
-        if value in args:
-            return value
-        raise _ConvError(f"{value!r} is not allowed: use one of {', '.join(repr(a) for a in args)}")
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "on", "off", "1", "0"):
-            return value.lower() in ("true", "yes", "on", "1")
-        raise _ConvError(f"expected true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, bool):
-            raise _ConvError(f"expected an integer, got {value!r}")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value)
-            except ValueError:
-                pass
-        raise _ConvError(f"expected an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, bool):
-            raise _ConvError(f"expected a number, got {value!r}")
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise _ConvError(f"expected a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return str(value)
-        raise _ConvError(f"expected a string, got {value!r}")
-    if origin in (list, tuple) or tp in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise _ConvError(f"expected {_type_name(tp)}, got {value!r}")
-        if origin is tuple and args and Ellipsis not in args:
-            if len(value) != len(args):
-                raise _ConvError(f"expected {_type_name(tp)}, got {len(value)} values {list(value)!r}")
-            return tuple(
-                _convert(a, v, f"{path}[{i}]", origins)
-                for i, (a, v) in enumerate(zip(args, value, strict=True))
-            )
-        item = args[0] if args else Any
-        out = [_convert(item, v, f"{path}[{i}]", origins) for i, v in enumerate(value)]
-        return tuple(out) if (origin is tuple or tp is tuple) else out
-    if origin is dict or tp is dict:
-        if not isinstance(value, dict):
-            raise _ConvError(f"expected a mapping, got {value!r}")
-        return copy.deepcopy(value)
-    raise _ConvError(f"unsupported config type {tp!r}")
-
-
-def _build(cls: type, d: Any, path: str, origins: _Origins) -> Any:
-    where = path or "the config"
-    if isinstance(d, cls):
-        return d
-    if not isinstance(d, dict):
-        raise BopkdError(f"config {where} (from {origins.of(path)}): expected a mapping of keys, got {d!r}")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls) if f.init]
-    unknown = [k for k in d if k not in names]
-    if unknown:
-        k = unknown[0]
-        key = f"{path}.{k}" if path else str(k)
-        close = difflib.get_close_matches(str(k), names, n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
-        raise BopkdError(
-            f"config key {key!r} (from {origins.of(key)}) is unknown: {hint}allowed keys of {where}: {', '.join(names)}"
-        )
-    kwargs = {}
-    for name in names:
-        if name not in d:
-            continue
-        key = f"{path}.{name}" if path else name
-        try:
-            kwargs[name] = _convert(hints[name], d[name], key, origins)
-        except _ConvError as e:
-            raise BopkdError(f"config key {key!r} (from {origins.of(key)}): {e}") from None
-    try:
-        return cls(**kwargs)
-    except (TypeError, ValueError) as e:
-        raise BopkdError(f"config {where}: {e}") from None
-
-
-def from_dict(d: dict, origins: dict | None = None) -> RunConfig:
-    """Build and validate a :class:`RunConfig` from a nested plain dict (unknown keys are errors)."""
-    o = origins if isinstance(origins, _Origins) else _Origins(origins or {})
-    cfg = _build(RunConfig, d, "", o)
-    return cfg.validate()
-
-
-# --- layers ----------------------------------------------------------------------------------------------
-
-
-def merge_into(
-    base: dict, overlay: dict, source: str, origins: _Origins | None = None, prefix: str = ""
-) -> dict:
-    """Deep-merge ``overlay`` into ``base`` in place (mappings merge, everything else replaces)."""
-    for k, v in overlay.items():
-        key = f"{prefix}.{k}" if prefix else str(k)
-        if isinstance(v, dict) and isinstance(base.get(k), dict) and v:
-            merge_into(base[k], v, source, origins, key)
-        else:
-            base[k] = copy.deepcopy(v)
-            if origins is not None:
-                origins[key] = source
-    return base
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """``"optim.lr=5e-4"`` -> ``(["optim", "lr"], 5e-4)``; the value is read as a YAML scalar or list."""
-    key, eq, raw = text.partition("=")
-    key = key.strip()
-    if not eq or not key or any(not p for p in key.split(".")):
-        raise BopkdError(
-            f"--set {text!r}: write key.sub=value, e.g. --set optim.lr=5e-4 or --set data.input_size=[320,240]"
-        )
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    return key.split("."), value
-
-
-def load_yaml(path: str | Path) -> dict:
-    """Read a YAML config file (``yaml.safe_load``) that must hold a mapping."""
-    path = Path(path)
-    if not path.is_file():
-        raise MissingFileError(path, "give an existing YAML config file (--config), e.g. a run's config.yaml")
-    try:
-        d = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise BopkdError(f"{where}: not valid YAML ({problem}); fix the file") from None
-    except UnicodeDecodeError as e:
-        raise BopkdError(f"{path}: not a UTF-8 text file ({e.reason}); give a YAML config file") from None
-    if d is None:
-        return {}
-    if not isinstance(d, dict):
-        raise BopkdError(
-            f"{path}: a config file must hold a mapping of keys (data:, model:, optim: ...), got {type(d).__name__}"
-        )
-    return d
-
-
 def build_config(
     *,
     preset: str | None = None,
@@ -454,30 +229,43 @@ def build_config(
     options: dict | None = None,
     overrides: list[str] | tuple[str, ...] = (),
     base: dict | None = None,
+    kd_weight: float | None = None,
 ) -> RunConfig:
     """Merge the layers (see the module docstring) and return the validated :class:`RunConfig`.
 
     Args:
-        preset: a name of :data:`PRESETS`; a config file may also name one under ``preset:``.
+        preset: a name of :data:`~bopkd.train.presets.TRAIN_PRESETS`; a config file may also name one
+            under ``preset:``.
         config_file: YAML file.
         options: nested dict of the command-line options that were given (None values are skipped).
         overrides: ``key.sub=value`` strings (``--set``).
-        base: start from this plain dict instead of the defaults (e.g. a checkpoint's config).
+        base: start from this plain dict instead of the defaults: a stored run config (a checkpoint's),
+            read through :func:`~bopkd.losses.kd.registry.fold_legacy_kd_weight`.
+        kd_weight: ``--kd-weight``: written into ``kd.options`` where the method keeps its weight,
+            after ``options`` and before ``overrides``.
     """
-    origins = _Origins()
-    d = to_dict(RunConfig()) if base is None else copy.deepcopy(base)
+    from bopkd.losses.kd.registry import fold_legacy_kd_weight
+
+    origins = Origins()
+    d = (
+        to_dict(RunConfig())
+        if base is None
+        else fold_legacy_kd_weight(copy.deepcopy(base), "the stored run config")
+    )
     file_d = load_yaml(config_file) if config_file is not None else {}
     file_preset = file_d.pop("preset", None)
     for name, src in ((file_preset, f"preset in {config_file}"), (preset, "--preset")):
         if name is None:
             continue
-        if name not in PRESETS:
-            raise BopkdError(f"unknown preset {name!r} ({src}): use one of {', '.join(PRESETS)}")
-        merge_into(d, PRESETS[name], f"preset {name}", origins)
+        if name not in TRAIN_PRESETS:
+            raise BopkdError(f"unknown preset {name!r} ({src}): use one of {', '.join(TRAIN_PRESETS)}")
+        merge_into(d, TRAIN_PRESETS[name], f"preset {name}", origins)
     if file_d:
         merge_into(d, file_d, str(config_file), origins)
     if options:
-        merge_into(d, _drop_none(options), "the command-line options", origins)
+        merge_into(d, drop_none(options), "the command-line options", origins)
+    if kd_weight is not None:
+        _apply_kd_weight(d, kd_weight, origins)
     for text in overrides:
         keys, value = parse_override(text)
         node = d
@@ -491,19 +279,24 @@ def build_config(
             node = node[k]
         node[keys[-1]] = value
         origins[".".join(keys)] = f"--set {text}"
-    return from_dict(d, origins)
+    kd = d.get("kd")
+    if isinstance(kd, dict) and "weight" in kd:
+        raise BopkdError(
+            f"config key 'kd.weight' (from {origins.of('kd.weight')}): the distillation weight is a field of the "
+            "method's config: set kd.options.weight (kd.options.ot.weight for fkd+ot) or use --kd-weight"
+        )
+    return from_dict(RunConfig, d, origins=origins)
 
 
-def _drop_none(d: dict) -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            v = _drop_none(v)
-            if v:
-                out[k] = v
-        elif v is not None:
-            out[k] = v
-    return out
+def _apply_kd_weight(d: dict, weight: float, origins: Origins) -> None:
+    """Write ``--kd-weight`` into ``d["kd"]["options"]`` at the registered method's ``weight_key``."""
+    from bopkd.losses.kd.registry import get_entry
+
+    kd = d.get("kd") if isinstance(d.get("kd"), dict) else {}
+    entry = get_entry(str(kd.get("method") or "none"), "kd.method")
+    folded = entry.weight_options(weight, "--kd-weight")
+    if folded:
+        merge_into(d, {"kd": {"options": folded}}, "--kd-weight", origins)
 
 
 def save_config(cfg: RunConfig, path: str | Path) -> None:
@@ -511,3 +304,13 @@ def save_config(cfg: RunConfig, path: str | Path) -> None:
     from bopkd.utils.atomic import atomic_write_text
 
     atomic_write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=None))
+
+
+__all__ = [
+    "KDConfig",
+    "OptimConfig",
+    "PredictConfig",
+    "RunConfig",
+    "build_config",
+    "save_config",
+]

@@ -90,7 +90,7 @@ _PAPER = {
     "log_every": 20,
 }
 
-PRESETS: dict[str, dict] = {
+TRAIN_PRESETS: dict[str, dict] = {
     "paper": _PAPER,
     "paper-crop": _PAPER,
     "cpu-quick": {

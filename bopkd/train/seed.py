@@ -2,7 +2,7 @@
 
 Everything random in training is seeded from the run's ``seed``: python's ``random``, numpy's global
 state, torch (CPU and CUDA), OpenCV (``cv2.setRNGSeed``: its RANSAC in PnP), the data order
-(:class:`~bopkd.train.trainer.ResumableBatchSampler`) and each item's augmentation
+(:class:`~bopkd.train.sampler.ResumableBatchSampler`) and each item's augmentation
 (``BopTorchDataset`` seeds a generator per item). DataLoader workers get distinct derived seeds from
 :func:`seed_worker`, as PyTorch's reproducibility notes recommend
 (https://pytorch.org/docs/stable/notes/randomness.html).

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from bopkd.data import bop_json
-from bopkd.data.records import Camera, GTInfo, GTInstance, Target
 from bopkd.errors import BopkdError, MissingFileError
+from bopkd.records import Camera, GTInfo, GTInstance, Target
 
 
 def test_camera_round_trip(tmp_path):

@@ -1,4 +1,4 @@
-"""Tests of bopkd.data.download and ``bopkd download`` against a local HTTP server (tests/http_server.py).
+"""Tests of the package bopkd.data.download and ``bopkd download`` against a local HTTP server (tests/http_server.py).
 
 The LM-O tests serve zips built at test time from the shared LM-O sample (skipped in a user's clone);
 the others use small synthetic zips so the downloader is covered everywhere.
@@ -22,8 +22,16 @@ from typer.testing import CliRunner
 
 from bopkd.cli import app, main
 from bopkd.data import download as dl
-from bopkd.data.download import archive_url, download_dataset, download_file, download_parts, marker_path
-from bopkd.data.registry import DEFAULT_BASE_URL, REGISTRY, ArchiveSpec, DatasetSpec
+from bopkd.data.download import (
+    archive_url,
+    download_dataset,
+    download_file,
+    download_parts,
+    http_file,
+    marker_path,
+)
+from bopkd.data.download import parts as dl_parts
+from bopkd.data.registry import DATASETS, DEFAULT_BASE_URL, ArchiveSpec, DatasetSpec
 from bopkd.errors import BopkdError
 from tests.http_server import TestHTTPServer
 from tests.zip_helpers import (
@@ -119,7 +127,7 @@ def lmo_zips(lmo_sample_root, tmp_path_factory):
 @pytest.fixture
 def lmo_server(lmo_zips, monkeypatch):
     """The LM-O archives served, with the registry's sizes set to theirs (they are built from the sample)."""
-    monkeypatch.setitem(REGISTRY, "lmo", served_sizes(REGISTRY["lmo"], lmo_zips))
+    monkeypatch.setitem(DATASETS, "lmo", served_sizes(DATASETS["lmo"], lmo_zips))
     with TestHTTPServer(lmo_zips) as server:
         yield server
 
@@ -181,13 +189,13 @@ def test_lmo_interrupted_download_resumes_without_refetching(lmo_server, tmp_pat
 
 
 def test_registry_records_the_lmo_archive_sizes():
-    parts = REGISTRY["lmo"].parts
+    parts = DATASETS["lmo"].parts
     assert {p: parts[p][0].size for p in ("base", "models", "test_bop19")} == {
         "base": 5_684,
         "models": 5_367_178,
         "test_bop19": 117_550_985,
     }
-    assert parts["train_pbr"][0].size is None and REGISTRY["ycbv"].parts["models"][0].size is None
+    assert parts["train_pbr"][0].size is None and DATASETS["ycbv"].parts["models"][0].size is None
 
 
 def test_lmo_size_mismatch_is_one_line_keeps_the_part_and_nothing_is_unpacked(
@@ -201,10 +209,10 @@ def test_lmo_size_mismatch_is_one_line_keeps_the_part_and_nothing_is_unpacked(
     part = dl.downloads_dir(root) / "lmo" / "lmo_test_bop19.zip.part"
     part.parent.mkdir(parents=True)
     part.write_bytes(served[:70_000])
-    good = REGISTRY["lmo"]
+    good = DATASETS["lmo"]
     wrong = dataclasses.replace(good.parts["test_bop19"][0], size=len(served) + 1)
     bad = dataclasses.replace(good, parts={**good.parts, "test_bop19": (wrong,)})
-    monkeypatch.setitem(REGISTRY, "lmo", bad)
+    monkeypatch.setitem(DATASETS, "lmo", bad)
     args = ("download", "lmo", "--root", str(root), "--mirror", lmo_server.url)
     code, out, err = _cli_main(monkeypatch, capsys, *args)
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
@@ -214,7 +222,7 @@ def test_lmo_size_mismatch_is_one_line_keeps_the_part_and_nothing_is_unpacked(
         marker_path(root, "lmo", "models").is_file() and not marker_path(root, "lmo", "test_bop19").exists()
     )
     assert not (root / "lmo" / "test").exists()
-    monkeypatch.setitem(REGISTRY, "lmo", good)
+    monkeypatch.setitem(DATASETS, "lmo", good)
     r = CliRunner().invoke(app, list(args))
     assert r.exit_code == 0, r.output
     assert lmo_server.requests_for(rel)[-1].range == "bytes=70000-"
@@ -403,7 +411,7 @@ def test_no_network_is_one_clear_line(tmp_path):
 def test_not_enough_free_space_is_checked_before_downloading(toy, tmp_path, monkeypatch):
     spec, srv = toy
     usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr(dl.shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 1000, 1000))
+    monkeypatch.setattr(http_file.shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 1000, 1000))
     with pytest.raises(BopkdError, match="not enough free space.*needs"):
         _run(spec, tmp_path / "bop", srv, ["models"])
     assert not list((tmp_path / "bop").rglob("*.part"))
@@ -432,9 +440,9 @@ class _FailingFile:
 
 def test_disk_full_while_writing_keeps_part_for_resume(toy, tmp_path, monkeypatch):
     spec, srv = toy
-    real_open = dl._open_part
+    real_open = http_file._open_part
     monkeypatch.setattr(
-        dl,
+        http_file,
         "_open_part",
         lambda p, m: _FailingFile(real_open(p, m), 0, OSError(errno.ENOSPC, "No space left on device")),
     )
@@ -448,9 +456,9 @@ def test_ctrl_c_during_download_then_resume(toy, tmp_path, monkeypatch):
     spec, srv = toy
     rel = f"toy/{HF}/toy_models.zip"
     size = (srv.directory / rel).stat().st_size
-    real_open = dl._open_part
+    real_open = http_file._open_part
     monkeypatch.setattr(
-        dl, "_open_part", lambda p, m: _FailingFile(real_open(p, m), 100_000, KeyboardInterrupt())
+        http_file, "_open_part", lambda p, m: _FailingFile(real_open(p, m), 100_000, KeyboardInterrupt())
     )
     with pytest.raises(KeyboardInterrupt):
         _run(spec, tmp_path / "bop", srv, ["models"])
@@ -458,7 +466,7 @@ def test_ctrl_c_during_download_then_resume(toy, tmp_path, monkeypatch):
     have = part.stat().st_size
     assert have == 100_000
     _nothing_complete(tmp_path / "bop", "toy", "models")
-    monkeypatch.setattr(dl, "_open_part", real_open)
+    monkeypatch.setattr(http_file, "_open_part", real_open)
     _run(spec, tmp_path / "bop", srv, ["models"])
     assert srv.requests_for(rel)[-1].range == f"bytes={have}-"
     assert srv.requests_for(rel)[-1].bytes_sent == size - have
@@ -468,18 +476,18 @@ def test_ctrl_c_during_download_then_resume(toy, tmp_path, monkeypatch):
 def test_ctrl_c_during_extraction_leaves_nothing_in_place(toy, tmp_path, monkeypatch):
     spec, srv = toy
     root = tmp_path / "bop"
-    real = dl.extract_archive
+    real = dl_parts.extract_archive
 
     def interrupted(*a, **kw):
         real(*a, **kw)  # everything extracted into the temporary folder ...
         raise KeyboardInterrupt  # ... and Ctrl-C before it is moved into place
 
-    monkeypatch.setattr(dl, "extract_archive", interrupted)
+    monkeypatch.setattr(dl_parts, "extract_archive", interrupted)
     with pytest.raises(KeyboardInterrupt):
         _run(spec, root, srv, ["models"])
     _nothing_complete(root, "toy", "models")
     assert (dl.downloads_dir(root) / "toy" / "toy_models.zip").is_file()  # verified archive kept
-    monkeypatch.setattr(dl, "extract_archive", real)
+    monkeypatch.setattr(dl_parts, "extract_archive", real)
     n = len(srv.log)
     res, msgs = _run(spec, root, srv, ["models"])
     assert len(srv.log) == n and res[0].fetched == 0  # not downloaded again
@@ -543,7 +551,7 @@ def test_mirror_from_environment_and_template(toy, tmp_path, monkeypatch):
 
 
 def test_parts_parsing():
-    spec = REGISTRY["lmo"]
+    spec = DATASETS["lmo"]
     assert dl.parse_parts(spec, None) == ["base", "models", "test_bop19"]
     assert dl.parse_parts(spec, ["models,test_all", "base", "models"]) == ["models", "test_all", "base"]
     assert dl.parse_parts(spec, ["all"]) == list(spec.parts)
@@ -596,10 +604,10 @@ def test_cli_404_is_one_line(monkeypatch, capsys, srv, tmp_path):
 
 def test_cli_ctrl_c_is_one_line_and_keeps_part(monkeypatch, capsys, toy, tmp_path):
     spec, srv = toy
-    monkeypatch.setitem(REGISTRY, "toy", spec)
-    real_open = dl._open_part
+    monkeypatch.setitem(DATASETS, "toy", spec)
+    real_open = http_file._open_part
     monkeypatch.setattr(
-        dl, "_open_part", lambda p, m: _FailingFile(real_open(p, m), 5000, KeyboardInterrupt())
+        http_file, "_open_part", lambda p, m: _FailingFile(real_open(p, m), 5000, KeyboardInterrupt())
     )
     root = tmp_path / "bop"
     code, out, err = _cli_main(

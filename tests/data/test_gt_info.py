@@ -7,8 +7,8 @@ import pytest
 
 from bopkd.data import BopDataset
 from bopkd.data.gt_info import calc_2d_bbox, compute_gt_info, depth_to_dist, visib_mask
-from bopkd.data.records import ObjectModel
 from bopkd.geometry.render import Renderer
+from bopkd.records import ObjectModel
 
 K = np.array([[100.0, 0, 40], [0, 100.0, 30], [0, 0, 1]])
 W, H = 80, 60

@@ -8,8 +8,8 @@ import pytest
 from bopkd.data import images
 from bopkd.data.bop_json import load_models_info
 from bopkd.data.ply import load_ply, save_ply
-from bopkd.data.records import ObjectModel
 from bopkd.errors import BopkdError
+from bopkd.records import ObjectModel
 
 
 def _tetra() -> ObjectModel:

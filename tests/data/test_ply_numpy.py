@@ -7,8 +7,8 @@ import pytest
 
 from bopkd.data.ply import load_ply, save_ply
 from bopkd.data.ply_numpy import read_mesh
-from bopkd.data.records import ObjectModel
 from bopkd.errors import MissingFileError
+from bopkd.records import ObjectModel
 
 
 def _same_as_open3d(path):

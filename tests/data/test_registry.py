@@ -6,22 +6,22 @@ import json
 
 import pytest
 
-from bopkd.data.registry import DESCRIPTOR_NAME, REGISTRY, DatasetSpec, get_spec, known_names
+from bopkd.data.registry import DATASETS, DESCRIPTOR_NAME, DatasetSpec, get_spec, known_names
 from bopkd.errors import BopkdError
 
 
 def test_registered_datasets_have_what_users_need():
     for name in ("lmo", "lm", "ycbv", "tless"):
-        s = REGISTRY[name]
+        s = DATASETS[name]
         assert s.obj_ids and set(s.symmetric_obj_ids) <= set(s.obj_ids)
         assert s.im_size[0] > 0 and s.test_scene_ids and s.depth_range and s.vsd_delta == 15.0
         assert {"base", "models", "test_bop19", "test_all", "train_pbr"} <= set(s.parts)
-    assert REGISTRY["lmo"].obj_ids == (1, 5, 6, 8, 9, 10, 11, 12)
-    assert REGISTRY["lmo"].symmetric_obj_ids == (10, 11)
+    assert DATASETS["lmo"].obj_ids == (1, 5, 6, 8, 9, 10, 11, 12)
+    assert DATASETS["lmo"].symmetric_obj_ids == (10, 11)
     # LM-O's PBR images are LM's archive.
-    (pbr,) = REGISTRY["lmo"].parts["train_pbr"]
+    (pbr,) = DATASETS["lmo"].parts["train_pbr"]
     assert (pbr.repo, pbr.name) == ("lm", "lm_train_pbr.zip")
-    assert REGISTRY["lmo"].parts["base"][0].extract_to == "root"
+    assert DATASETS["lmo"].parts["base"][0].extract_to == "root"
 
 
 def test_unknown_name_lists_known_ones(tmp_path):

@@ -13,7 +13,8 @@ from bopkd.errors import BopkdError
 from bopkd.eval.bop24_scoring import DetectionScorer
 from bopkd.eval.final_scores import BOP24_KEYS
 from bopkd.eval.protocols import parse_protocols, score_protocols
-from bopkd.eval.submission import Estimate, read_submission, write_submission
+from bopkd.eval.submission import Estimate, read_submission
+from bopkd.infer.export import write_submission
 
 MEGAPOSE = "cnos-fastsammegapose_lmo-test_16ab01bd-f020-4194-9750-d42fc7f875d2.csv"
 GT_FILE = "gt-pbrreal-rgb-mmodel_lmo-test_lmo.csv"

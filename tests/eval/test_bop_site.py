@@ -14,9 +14,9 @@ from bopkd.cli import app
 from bopkd.data.detections import detection_times, load_detections
 from bopkd.errors import BopkdError
 from bopkd.eval.bop_site import SITE_METHOD_RE, check_for_site, site_method_name
-from bopkd.eval.submission import HEADER, Estimate, write_submission
-from bopkd.pipeline_presets import DEFAULT_METHODS
-from bopkd.train.predict import image_times
+from bopkd.eval.submission import HEADER, Estimate
+from bopkd.infer.export import image_times, write_submission
+from bopkd.pipeline.presets import DEFAULT_METHODS
 
 R = np.eye(3)
 T = np.array([0.0, 0.0, 500.0])
@@ -95,7 +95,7 @@ def test_gt_box_results_pass_with_a_note(tmp_path):
 
 
 def test_method_names_are_mapped_to_what_the_site_accepts():
-    from bopkd.pipeline import result_method
+    from bopkd.pipeline.plan import result_method
 
     assert site_method_name("bopkd-fkd+ot-tinycpu-s0") == "bopkd-fkdot-tinycpu-s0"
     assert site_method_name("a_b.c--d-") == "abc-d"

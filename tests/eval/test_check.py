@@ -11,7 +11,8 @@ import pytest
 
 from bopkd.errors import BopkdError
 from bopkd.eval.check import check_submission
-from bopkd.eval.submission import HEADER, Estimate, read_submission, write_submission
+from bopkd.eval.submission import HEADER, Estimate, read_submission
+from bopkd.infer.export import write_submission
 
 
 def _independent_coverage(csv, targets_json):

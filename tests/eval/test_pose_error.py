@@ -7,9 +7,9 @@ import pytest
 from scipy.spatial.distance import cdist
 from scipy.spatial.transform import Rotation
 
-from bopkd.data.records import ObjectInfo
 from bopkd.eval import pose_error as pe
 from bopkd.geometry.symmetry import symmetry_transforms
+from bopkd.records import ObjectInfo
 
 RNG = np.random.default_rng(0)
 K = np.array([[572.4114, 0.0, 325.2611], [0.0, 573.57043, 242.04899], [0.0, 0.0, 1.0]])

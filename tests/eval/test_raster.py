@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
 
-from bopkd.data.records import ObjectModel
 from bopkd.eval.raster import DepthCrop, ToolkitDepthRenderer
 from bopkd.geometry.render import Renderer
+from bopkd.records import ObjectModel
 
 K500 = np.array([[500.0, 0, 320], [0, 500.0, 240], [0, 0, 1]])
 

@@ -13,7 +13,8 @@ import pytest
 from bopkd.errors import BopkdError
 from bopkd.eval.scores_io import recall_per_threshold
 from bopkd.eval.scoring import SubmissionScorer, average_time_per_image, score_submissions
-from bopkd.eval.submission import Estimate, write_submission
+from bopkd.eval.submission import Estimate
+from bopkd.infer.export import write_submission
 
 GOLDEN_ROOT = Path(__file__).resolve().parents[1] / "golden"
 MEGAPOSE = "cnos-fastsammegapose_lmo-test_16ab01bd-f020-4194-9750-d42fc7f875d2.csv"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
 
@@ -20,8 +19,8 @@ from bopkd.eval.submission import (
     Estimate,
     read_submission,
     read_submission_arrays,
-    write_submission,
 )
+from bopkd.infer.export import write_submission
 
 LMO_IDS = (1, 5, 6, 8, 9, 10, 11, 12)
 FIXTURE_ROWS = {
@@ -67,17 +66,6 @@ def test_round_trip_is_exact(tmp_path):
         assert a.R.tobytes() == b.R.tobytes() and a.t.tobytes() == b.t.tobytes()
 
 
-def test_written_layout_matches_bop19(tmp_path):
-    e = Estimate(2, 3, 5, 0.5, np.eye(3), [1.0, 2.5, 1000.0], -1)
-    p = tmp_path / "m_lmo-test.csv"
-    write_submission(p, [e])
-    text = p.read_text()
-    assert text == HEADER + "\n" + "2,3,5,0.5,1.0 0.0 0.0 0.0 1.0 0.0 0.0 0.0 1.0,1.0 2.5 1000.0,-1\n"
-    # independent reader: what the toolkit's load_bop_results does (split at ',' then at whitespace)
-    elems = text.splitlines()[1].split(",")
-    assert len(elems) == 7 and len(elems[4].split()) == 9 and len(elems[5].split()) == 3
-
-
 @settings(max_examples=60, deadline=None)
 @given(
     st.lists(st.floats(allow_nan=False, allow_infinity=False, width=64), min_size=3, max_size=3),
@@ -97,23 +85,6 @@ def test_estimate_accepts_toolkit_shapes_and_is_readonly():
     assert e.R.shape == (3, 3) and e.t.shape == (3,) and e.time == -1.0
     with pytest.raises(ValueError):
         e.t[0] = 5
-
-
-def test_write_is_atomic_and_checks_values(tmp_path):
-    p = tmp_path / "m_lmo-test.csv"
-    write_submission(p, random_estimates(3))
-    before = p.read_bytes()
-    bad = Estimate(2, 0, 1, 1.0, np.eye(3), [0, 0, math.nan], -1)
-    with pytest.raises(BopkdError, match=r"row 1: column t: not a finite number"):
-        write_submission(p, [random_estimates(1)[0], bad])
-    assert p.read_bytes() == before  # nothing lost
-    with pytest.raises(BopkdError, match="no estimates to write"):
-        write_submission(p, [])
-    t1 = Estimate(2, 7, 1, 1.0, np.eye(3), [0, 0, 1], 0.5)
-    t2 = Estimate(2, 7, 5, 1.0, np.eye(3), [0, 0, 1], 0.7)
-    with pytest.raises(BopkdError, match="column time"):
-        write_submission(p, [t1, t2])
-    assert list(tmp_path.iterdir()) == [p]  # no temporary files left
 
 
 def test_fast_and_careful_parsers_agree(tmp_path):

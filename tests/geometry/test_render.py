@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from bopkd.data import BopDataset
-from bopkd.data.records import ObjectModel
 from bopkd.geometry.render import Renderer
+from bopkd.records import ObjectModel
 
 
 def _square(z_size: float = 0.0) -> ObjectModel:

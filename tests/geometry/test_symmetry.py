@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from bopkd.data.records import ObjectInfo
 from bopkd.geometry.symmetry import axis_angle_matrix, symmetry_transforms
+from bopkd.records import ObjectInfo
 
 
 def _info(**kw) -> ObjectInfo:

@@ -56,7 +56,8 @@ NAMES = ("gt_lmo-test", "perturbed_lmo-test", "multi_lmo-test")
 def _procedural_as_lmo(dst: Path) -> Path:
     """bopkd's procedural ``models``/``models_eval`` written under ``dst`` with LM-O's object ids."""
     from bopkd.data import bop_json
-    from bopkd.data.synth import SynthConfig, load_models
+    from bopkd.data.synth import SynthConfig
+    from bopkd.data.synth.models import load_models
 
     src = dst / "procedural"
     load_models(SynthConfig(name="procedural", root=str(dst), train=0, test=1, edge_length=40.0)).write(src)
@@ -192,7 +193,8 @@ def multi_estimates(root: Path) -> list:
 
 
 def write_results(root: Path) -> None:
-    from bopkd.eval.submission import Estimate, write_submission
+    from bopkd.eval.submission import Estimate
+    from bopkd.infer.export import write_submission
 
     res = root / "results"
     res.mkdir(exist_ok=True)

@@ -19,6 +19,7 @@ import torch
 from bopkd.losses.kd.fkd import FKD, FKDConfig
 from bopkd.losses.kd.ot_kd import OTKD, OTKDConfig
 from bopkd.losses.kd.pred import PredKD
+from bopkd.losses.targets import assign_targets
 from bopkd.losses.task import LossConfig, PoseLoss
 
 from .test_task import H, W, _batch, _outputs
@@ -118,16 +119,15 @@ def _setup(n_img: int = 2):
     s = _with_features(_outputs(batch))
     t, tcells = _teacher(s, batch)
     task = PoseLoss()
-    terms = task(s, batch, generator=torch.Generator().manual_seed(0))
-    batch["assignment"] = task.last_assignment
-    return s, t, batch, tcells, terms
+    asg = assign_targets(s, batch, task.cfg, torch.Generator().manual_seed(0))
+    terms = task(s, batch, assignment=asg)
+    return s, t, batch, asg, tcells, terms
 
 
 def test_kd_to_task_ratio_equals_the_reference_formulas():
-    s, t, batch, tcells, terms = _setup()
-    asg = batch["assignment"]
+    s, t, batch, asg, tcells, terms = _setup()
     assert asg["num_pos"] > 10
-    kd = OTKD(OTKDConfig(num_cells=1000), LossConfig())(s, batch, t)["kd_ot"].detach()
+    kd = OTKD(OTKDConfig(num_cells=1000), LossConfig())(s, batch, t, assignment=asg)["kd_ot"].detach()
     terms = {k: v.detach() for k, v in terms.items()}
     cls_ref = 0.1 * reference_focal_sum(s["cls_logits"].detach().double().numpy(), asg["labels"].numpy())
     kpt_ref = 1.0 * reference_kpt_sum(s, batch, asg)
@@ -144,9 +144,8 @@ def test_kd_to_task_ratio_equals_the_reference_formulas():
     assert ratio_pp == pytest.approx(ratio * asg["num_pos"], rel=1e-5)
 
 
-def _doubled(batch: dict) -> dict:
-    """The batch twice over (images, objects and the sampled positive cells)."""
-    asg = batch["assignment"]
+def _doubled(batch: dict, asg: dict) -> tuple[dict, dict]:
+    """The batch twice over (images, objects) and its sampled positive cells twice over."""
     B = len(batch["objects"])
     a2 = {
         "labels": torch.cat([asg["labels"]] * 2),
@@ -156,13 +155,13 @@ def _doubled(batch: dict) -> dict:
     }
     for k in ("pos_cell", "pos_cls", "pos_obj"):
         a2[k] = torch.cat([asg[k]] * 2)
-    return {
+    b2 = {
         "images": torch.cat([batch["images"]] * 2),
         "K": torch.cat([batch["K"]] * 2),
         "objects": batch["objects"] * 2,
         "meta": batch["meta"] * 2,
-        "assignment": a2,
     }
+    return b2, a2
 
 
 def _doubled_out(out: dict) -> dict:
@@ -175,30 +174,29 @@ def _doubled_out(out: dict) -> dict:
 
 
 def test_doubling_the_batch_doubles_task_terms_and_keeps_the_kd_term():
-    s, t, batch, _, terms = _setup()
-    b2, s2, t2 = _doubled(batch), _doubled_out(s), _doubled_out(t)
-    terms2 = PoseLoss()(s2, b2, assignment=b2["assignment"])
+    s, t, batch, asg, _, terms = _setup()
+    (b2, a2), s2, t2 = _doubled(batch, asg), _doubled_out(s), _doubled_out(t)
+    terms2 = PoseLoss()(s2, b2, assignment=a2)
     for k in ("loss_cls", "loss_kpt"):
         assert float(terms2[k].detach()) == pytest.approx(2 * float(terms[k].detach()), rel=1e-5)
     ot = OTKD(OTKDConfig(num_cells=1000))
-    assert float(ot(s2, b2, t2)["kd_ot"].detach()) == pytest.approx(
-        float(ot(s, batch, t)["kd_ot"].detach()), rel=1e-5
+    assert float(ot(s2, b2, t2, assignment=a2)["kd_ot"].detach()) == pytest.approx(
+        float(ot(s, batch, t, assignment=asg)["kd_ot"].detach()), rel=1e-5
     )
 
 
 def test_pred_and_fkd_keep_their_ratio_to_the_task_under_both_reductions():
-    s, t, batch, _, _ = _setup()
-    asg = batch["assignment"]
+    s, t, batch, asg, _, _ = _setup()
     ratios = {}
     for red in ("sum", "mean_per_positive"):
         lc = LossConfig(reduction=red)
         task = PoseLoss(lc)(s, batch, assignment=asg)
-        pred = PredKD(loss_cfg=lc)(s, batch, t)["kd_pred"]
+        pred = PredKD(loss_cfg=lc)(s, batch, t, assignment=asg)["kd_pred"]
         ch = {8: 8, 16: 8, 32: 8, 64: 8, 128: 8}
         fkd = FKD(FKDConfig(), ch, ch, lc)
         strides = [int(v) for v in s["anchors"]["strides"]]
         fkd.strides = [st for st in strides if str(st) in fkd.adapters]
-        f = sum(fkd(s, batch, t).values())
+        f = sum(fkd(s, batch, t, assignment=asg).values())
         pred, f, task = pred.detach(), f.detach(), {k: v.detach() for k, v in task.items()}
         ratios[red] = (float(pred) / float(task["loss_kpt"]), float(f) / float(sum(task.values())))
     assert ratios["sum"][0] == pytest.approx(ratios["mean_per_positive"][0], rel=1e-5)

@@ -7,7 +7,8 @@ import math
 
 import torch
 
-from bopkd.losses.targets import LABEL_BACKGROUND, LABEL_IGNORED, assign_targets, level_quota, object_sizes
+from bopkd.losses.targets import LABEL_BACKGROUND, LABEL_IGNORED, assign_targets
+from bopkd.models.levels import level_quota, object_sizes
 from bopkd.models.posenet import ModelConfig, PoseNet
 
 H = W = 256

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from bopkd.data.records import ObjectInfo, ObjectModel
 from bopkd.geometry.projection import project_points
 from bopkd.geometry.render import Renderer
+from bopkd.records import ObjectInfo, ObjectModel
 
 BOX_MIN = np.array([-40.0, -30.0, -20.0])
 BOX_SIZE = np.array([80.0, 60.0, 40.0])

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from bopkd.errors import BopkdError
-from bopkd.models.backbones import PRESETS, DarkNetTiny, build_backbone, convert_norm, gn_groups
+from bopkd.models.backbones import BACKBONES, DarkNetTiny, build_backbone, convert_norm, gn_groups
 
 
 def _n(m: nn.Module) -> int:
@@ -17,12 +17,12 @@ def _n(m: nn.Module) -> int:
 def test_darknet_tiny_matches_the_reference_parameter_count():
     # pytorchcv's darknet_tiny (the students' backbone in GUOShuxuan/kd-6d-pose-adlp) asserts 1,042,104
     # weights including its 128 -> 1000 classifier conv (129,000): 913,104 for the feature extractor.
-    assert _n(DarkNetTiny(PRESETS["darknet-tiny"].darknet_stages)) == 913_104
+    assert _n(DarkNetTiny(BACKBONES["darknet-tiny"].darknet_stages)) == 913_104
 
 
 @pytest.mark.parametrize("name", ["darknet-tiny", "darknet-tiny-h", "tiny-cpu"])
 def test_darknet_presets_feature_maps(name):
-    body = DarkNetTiny(PRESETS[name].darknet_stages)
+    body = DarkNetTiny(BACKBONES[name].darknet_stages)
     feats = body(torch.zeros(2, 3, 64, 96))
     assert body.reductions == [2, 4, 8, 16]
     assert [f.shape[1] for f in feats] == body.channels
@@ -34,8 +34,8 @@ def test_darknet_presets_feature_maps(name):
 
 
 def test_half_width_preset_has_about_a_quarter_of_the_weights():
-    full = _n(DarkNetTiny(PRESETS["darknet-tiny"].darknet_stages))
-    half = _n(DarkNetTiny(PRESETS["darknet-tiny-h"].darknet_stages))
+    full = _n(DarkNetTiny(BACKBONES["darknet-tiny"].darknet_stages))
+    half = _n(DarkNetTiny(BACKBONES["darknet-tiny-h"].darknet_stages))
     assert 0.2 < half / full < 0.3
 
 

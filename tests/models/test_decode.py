@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from bopkd.losses.targets import level_quota
 from bopkd.models.decode import decode
+from bopkd.models.levels import level_quota
 from bopkd.models.posenet import ModelConfig, PoseNet
 
 

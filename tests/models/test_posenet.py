@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from bopkd.config import from_dict
 from bopkd.errors import BopkdError
 from bopkd.models.posenet import ModelConfig, PoseNet, build_model
 from bopkd.models.profile import count_parameters
@@ -103,22 +104,22 @@ def test_train_and_eval_mode_agree_with_default_norm(models):
 
 
 def test_model_config_round_trip_and_validation():
-    cfg = ModelConfig.from_dict({"obj_ids": [1, 5], "backbone": "darknet-tiny-h", "levels": [3, 4, 5, 6]})
+    cfg = from_dict(ModelConfig, {"obj_ids": [1, 5], "backbone": "darknet-tiny-h", "levels": [3, 4, 5, 6]})
     r = cfg.resolved()
     assert r.fpn_channels == 128 and r.head_convs == 4
-    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    assert from_dict(ModelConfig, cfg.to_dict()) == cfg
     net = PoseNet(cfg)
     assert net.obj_ids == [1, 5] and net.strides == [8, 16, 32, 64]
     for bad, msg in (
         ({"obj_ids": []}, "obj_ids is empty"),
         ({"obj_ids": [1, 1]}, "duplicates"),
         ({"obj_ids": [1], "levels": [3, 5]}, "consecutive"),
-        ({"obj_ids": [1], "bakbone": "x"}, "unknown model keys"),
+        ({"obj_ids": [1], "bakbone": "x"}, "'model.bakbone' .*is unknown: did you mean 'backbone'"),
         ({"obj_ids": [1], "backbone_norm": "layer"}, "backbone_norm"),
         ({"obj_ids": [1], "prior_prob": 1.5}, "prior_prob"),
-        ({"obj_ids": ["a"]}, "bad model value"),
+        ({"obj_ids": ["a"]}, "'model.obj_ids' .*expected an integer, got 'a'"),
     ):
         with pytest.raises(BopkdError, match=msg):
-            ModelConfig.from_dict(bad, source="cfg.yaml")
+            from_dict(ModelConfig, bad, source="cfg.yaml", path="model")
     with pytest.raises(BopkdError, match="3, H, W"):
         PoseNet(ModelConfig(obj_ids=[1], backbone="tiny-cpu"))(torch.zeros(3, 32, 32))

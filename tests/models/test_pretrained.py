@@ -11,6 +11,7 @@ import warnings
 import pytest
 import torch
 
+from bopkd.config import from_dict
 from bopkd.errors import BopkdError
 from bopkd.models.backbones import build_backbone
 from bopkd.models.posenet import ModelConfig, PoseNet
@@ -149,4 +150,4 @@ def test_a_checkpoints_network_is_rebuilt_without_its_weights_file(tmp_path):
     assert again.pretrained is False and again.backbone_norm == "frozen_batch"
     rebuilt = PoseNet(again)
     rebuilt.load_state_dict(trained.state_dict(), strict=True)
-    assert ModelConfig.from_dict(cfg.to_dict()).pretrained == str(path)
+    assert from_dict(ModelConfig, cfg.to_dict()).pretrained == str(path)

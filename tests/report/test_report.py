@@ -5,6 +5,7 @@ restricting to given files, notes, and the written files and figures."""
 from __future__ import annotations
 
 import json
+from dataclasses import fields as fields_of
 from pathlib import Path
 
 import matplotlib.image as mpimg
@@ -14,6 +15,7 @@ import pytest
 import yaml
 
 from bopkd.errors import BopkdError
+from bopkd.infer.record import PredictionRecord
 from bopkd.report.build import build_report
 from bopkd.report.collect import collect_results, load_result
 
@@ -38,6 +40,55 @@ def write_run(run: Path, role: str, kd: str, seed: int, config: dict | None) -> 
     return run
 
 
+def predict_sidecar(result_name: str, **fields) -> dict:
+    """A complete ``bopkd predict`` sidecar (:class:`PredictionRecord` as JSON) of an oracle-GT-box run on
+    32x32 crops, with ``fields`` replaced."""
+    method, _, rest = result_name.partition("_")
+    dataset, _, split = rest.partition("-")
+    rec = {
+        "result_name": result_name,
+        "method": method,
+        "dataset": dataset,
+        "split": split,
+        "protocol": "oracle-gt-boxes",
+        "oracle": True,
+        "box_source": "gt",
+        "detections": None,
+        "checkpoint": "run/checkpoints/final.pt",
+        "iteration": 30,
+        "role": "student",
+        "backbone": "small",
+        "kd_method": "none",
+        "input_mode": "crop",
+        "input_size": [32, 32],
+        "params": 1000,
+        "macs": 10000,
+        "ms_per_image": 5.0,
+        "time_includes": "forward (batched, shared per input), decoding, PnP-RANSAC",
+        "time_excludes": "reading the image file, crop/resize (DataLoader)",
+        "device": "cpu (test)",
+        "batch_size": 8,
+        "amp": "fp32",
+        "n_images": 1,
+        "n_inputs": 1,
+        "n_estimates": 1,
+        "predict": {
+            "score_th": 0.1,
+            "num_cells": 10,
+            "reproj_err": 5.0,
+            "ransac_iters": 100,
+            "refine": False,
+            "batch_size": 8,
+            "crop_pad": None,
+        },
+        "trained_iterations": 30,
+        "versions": {"bopkd": "0.1.0"},
+        "n_time_unknown": 0,
+    }
+    assert list(rec) == [f.name for f in fields_of(PredictionRecord)]
+    return {**rec, **fields}
+
+
 def write_submission(
     results: Path,
     method: str,
@@ -55,42 +106,26 @@ def write_submission(
     dataset: str = "demo",
     params: int = 1000,
     ms: float = 5.0,
-    nested: bool = False,
     config: dict | None = None,
     side_extra: dict | None = None,
 ) -> str:
-    """A fake scored submission: CSV, sidecar (flat keys of bopkd predict, or nested, plus ``side_extra``),
-    run folder (:func:`write_run`; no ``model`` section unless ``config`` gives one, so the report takes the
+    """A fake scored submission: CSV, sidecar (:func:`predict_sidecar`, updated by ``side_extra``), run
+    folder (:func:`write_run`; no ``model`` section unless ``config`` gives one, so the report takes the
     sidecars' speed) and scores (:func:`write_scores`)."""
     name = f"{method}_{dataset}-test"
     (results / f"{name}.csv").write_text("scene_id,im_id,obj_id,score,R,t,time\n")
     run = write_run(results.parent / "runs" / method, role, kd, seed, config)
-    if nested:
-        side = {
-            "model": {
-                "role": role,
-                "backbone": backbone,
-                "kd": kd,
-                "seed": seed,
-                "params": params,
-                "macs": 10 * params,
-            },
-            "speed": {"ms_per_image": ms, "device": "cpu (test)"},
-            "protocol": "oracle-gt-boxes",
-            "run_dir": str(run),
-        }
-    else:  # the keys bopkd.train.predict writes
-        side = {
-            "role": role,
-            "backbone": backbone,
-            "kd_method": kd if role == "student" else "none",
-            "params": params,
-            "macs": 10 * params,
-            "ms_per_image": ms,
-            "device": "cpu (test)",
-            "protocol": "oracle-gt-boxes",
-            "checkpoint": str(run / "checkpoints" / "final.pt"),
-        }
+    side = predict_sidecar(
+        name,
+        role=role,
+        backbone=backbone,
+        kd_method=kd if role == "student" else "none",
+        params=params,
+        macs=10 * params,
+        ms_per_image=ms,
+        checkpoint=str(run / "checkpoints" / "final.pt"),
+        iteration=(config or {}).get("iters", 30),
+    )
     (results / f"{name}.csv.json").write_text(json.dumps({**side, **(side_extra or {})}))
     s = {
         "bop19_average_recall": ar,
@@ -184,7 +219,6 @@ def results(tmp_path) -> Path:
         ar=0.40,
         add=0.45,
         per_obj={1: 0.5, 2: 0.4},
-        nested=True,
         **common,
     )
     return r
@@ -198,12 +232,36 @@ def test_collect_reads_predict_sidecars_and_derives_seed_and_run_dir(results):
     assert r.ar == 0.30 and r.add_01d == 0.35 and r.per_object_add == {1: 0.3, 2: 0.4}
     t = load_result(results / "bopkd-teacher-big-s0_demo-test.csv", results / "scores")
     assert (t.role, t.kd, t.model) == ("teacher", "-", "teacher (big)")
-    nested = load_result(results / "bopkd-ot-small-s1_demo-test.csv", results / "scores")
-    assert (nested.kd, nested.seed) == ("ot", 1)
-    assert nested.model == "small / ot (w=5, no teacher-PnP filter — deviation)"  # default kd options
+    s1 = load_result(results / "bopkd-ot-small-s1_demo-test.csv", results / "scores")
+    assert (s1.kd, s1.seed) == ("ot", 1)  # the seed from the run's config.yaml
+    assert s1.model == "small / ot (w=5, no teacher-PnP filter — deviation)"  # default kd options
     # not scored yet: skipped
     (results / "bopkd-fkd-small-s0_demo-test.csv").write_text("x")
     assert load_result(results / "bopkd-fkd-small-s0_demo-test.csv", results / "scores") is None
+
+
+def test_a_sidecar_that_is_not_a_prediction_record_is_a_one_line_error(results):
+    csv = results / "bopkd-ot-small-s1_demo-test.csv"
+    side = csv.with_name(csv.name + ".json")
+    good = json.loads(side.read_text())
+    nested = {"model": {"role": "student", "kd": "ot"}, "speed": {"ms_per_image": 5.0}, "protocol": "x"}
+    for bad, what in (
+        (nested, "without key.*result_name"),
+        ({**good, "ms_per_image": "fast"}, "ms_per_image.*expected a number"),
+        ({**good, "speed": {}}, "'speed'.*unknown"),
+        ("[1, 2]", "holds a JSON object"),
+        ("{", "unreadable prediction sidecar"),
+    ):
+        side.write_text(bad if isinstance(bad, str) else json.dumps(bad))
+        with pytest.raises(BopkdError, match=what) as e:
+            load_result(csv, results / "scores")
+        msg = str(e.value)
+        assert "\n" not in msg and str(side) in msg and "re-run `bopkd predict`" in msg
+    # a CSV without a sidecar is another method's result: reported under its name
+    side.unlink()
+    other = load_result(csv, results / "scores")
+    assert (other.role, other.seed, other.run_dir) == ("other", None, None)
+    assert other.model == "bopkd-ot-small-s1_demo-test (settings unknown: no run config)"
 
 
 def test_table_aggregates_seeds_and_paired_gains_over_the_direct_student(results, tmp_path):

@@ -5,16 +5,10 @@ from __future__ import annotations
 import pytest
 import yaml
 
+from bopkd.config import from_dict, parse_override, to_dict
 from bopkd.errors import BopkdError, MissingFileError
-from bopkd.train.config import (
-    PRESETS,
-    RunConfig,
-    build_config,
-    from_dict,
-    parse_override,
-    save_config,
-    to_dict,
-)
+from bopkd.train.config import RunConfig, build_config, save_config
+from bopkd.train.presets import TRAIN_PRESETS
 
 
 def test_defaults_are_the_papers_training_settings():
@@ -32,7 +26,7 @@ def test_defaults_are_the_papers_training_settings():
     assert cfg.batch_size == 16 and cfg.model.backbone == "darknet53" and cfg.data.mode == "full"
 
 
-@pytest.mark.parametrize("name", sorted(PRESETS))
+@pytest.mark.parametrize("name", sorted(TRAIN_PRESETS))
 def test_every_preset_builds_and_round_trips_through_yaml(name, tmp_path):
     cfg = build_config(preset=name)
     path = tmp_path / "config.yaml"
@@ -133,6 +127,40 @@ def test_file_errors_name_the_file(tmp_path):
 
 def test_from_dict_rejects_unknown_sections():
     with pytest.raises(BopkdError, match="'dat' .* is unknown: did you mean 'data'"):
-        from_dict({"dat": {}})
+        from_dict(RunConfig, {"dat": {}})
     with pytest.raises(BopkdError, match="config data .*expected a mapping of keys, got 3"):
-        from_dict({"data": 3})
+        from_dict(RunConfig, {"data": 3})
+
+
+def test_kd_weight_shorthand_writes_the_methods_weight_into_the_options(tmp_path):
+    cfg = build_config(options={"kd": {"method": "ot", "teacher": "t.pt"}}, kd_weight=2.5)
+    assert cfg.kd.options == {"weight": 2.5}
+    cfg = build_config(options={"kd": {"method": "fkd+ot", "teacher": "t.pt"}}, kd_weight=3)
+    assert cfg.kd.options == {"ot": {"weight": 3.0}}
+    # --set comes after --kd-weight; "none" has no weight
+    cfg = build_config(
+        options={"kd": {"method": "pred", "teacher": "t.pt"}}, kd_weight=2, overrides=["kd.options.weight=4"]
+    )
+    assert cfg.kd.options == {"weight": 4}
+    assert build_config(kd_weight=2).kd.options == {}
+    with pytest.raises(BopkdError, match="kd weight -1.0 must be >= 0"):
+        build_config(options={"kd": {"method": "ot", "teacher": "t.pt"}}, kd_weight=-1)
+
+
+def test_kd_weight_key_is_an_error_naming_the_options_key(tmp_path):
+    f = tmp_path / "student.yaml"
+    f.write_text("kd:\n  method: ot\n  teacher: t.pt\n  weight: 2\n")
+    with pytest.raises(BopkdError, match=r"'kd.weight' \(from .*student.yaml\).*set kd.options.weight") as e:
+        build_config(config_file=f)
+    assert "\n" not in str(e.value)
+    with pytest.raises(BopkdError, match=r"'kd.weight' \(from --set kd.weight=2\)"):
+        build_config(overrides=["kd.weight=2"])
+
+
+def test_a_stored_config_with_kd_weight_is_read_with_the_weight_in_the_options():
+    old = to_dict(build_config(options={"kd": {"method": "ot", "teacher": "t.pt"}}))
+    old["kd"] = {"method": "ot", "teacher": "t.pt", "weight": 2.0, "options": {"detach_scores": True}}
+    cfg = build_config(base=old)
+    assert cfg.kd.options == {"detach_scores": True, "weight": 2.0}
+    old["kd"]["weight"] = None
+    assert build_config(base=old).kd.options == {"detach_scores": True}

@@ -13,11 +13,10 @@ import os
 import subprocess
 import textwrap
 
+from bopkd.train.command import train
 from bopkd.train.config import build_config
 from bopkd.train.distributed import torchrun_prefix
-from bopkd.train.trainer import train
-
-from .conftest import SYNTH_NAME
+from tests.learning_data import SYNTH_NAME
 
 WORKER = textwrap.dedent(
     """
@@ -25,7 +24,9 @@ WORKER = textwrap.dedent(
     import torch
     import torch.distributed as dist
     from bopkd.train.config import build_config
-    from bopkd.train.trainer import Trainer, load_frozen_model, prepare_config
+    from bopkd.train.command import prepare_config
+    from bopkd.train.networks import load_frozen_model
+    from bopkd.train.trainer import Trainer
 
     options, out_json = json.loads(sys.argv[1]), sys.argv[2]
     torch.set_num_threads(1)

@@ -18,9 +18,9 @@ from scipy.spatial import cKDTree
 
 from bopkd.data.dataset import BopDataset
 from bopkd.eval.submission import read_submission
+from bopkd.infer.predict import predict
+from bopkd.train.command import train
 from bopkd.train.logging import read_metrics
-from bopkd.train.predict import predict
-from bopkd.train.trainer import train
 
 
 def _add(pts: np.ndarray, R_e, t_e, R_g, t_g, symmetric: bool) -> float:

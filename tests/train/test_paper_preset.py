@@ -10,11 +10,14 @@ import pytest
 import torch
 import yaml
 
+from bopkd.config import to_dict
 from bopkd.eval.check import check_submission
-from bopkd.train.config import PRESETS, build_config, to_dict
-from bopkd.train.trainer import Trainer, prepare_config
+from bopkd.train.command import prepare_config
+from bopkd.train.config import build_config
+from bopkd.train.presets import TRAIN_PRESETS
+from bopkd.train.trainer import Trainer
+from tests.infer.test_predict import _predict
 from tests.train.test_cli import run_cli
-from tests.train.test_predict import _predict
 
 #: On the CPU, in this process: no download (model.pretrained false), no workers, one torch thread.
 CPU_SETS = [
@@ -54,7 +57,7 @@ def test_paper_preset_is_the_references_settings():
     assert (cfg.batch_size, cfg.iters, cfg.amp) == (16, 10000, "off")
     assert (cfg.model.backbone, cfg.model.pretrained, cfg.model.backbone_norm) == ("darknet53", True, "batch")
     assert to_dict(build_config(preset="paper-crop")) == to_dict(cfg)
-    assert PRESETS["paper-crop"] is PRESETS["paper"]
+    assert TRAIN_PRESETS["paper-crop"] is TRAIN_PRESETS["paper"]
 
 
 def test_paper_schedule_equals_torch_linear_one_cycle_without_momentum(synth_root, tmp_path):

@@ -1,4 +1,4 @@
-"""The training loop (bopkd.train.trainer): exact resume, sampler, losses with a teacher, stopping on NaN."""
+"""The training loop (bopkd.train.trainer): exact resume, losses with a teacher, stopping on NaN."""
 
 from __future__ import annotations
 
@@ -10,30 +10,11 @@ from torch import nn
 
 from bopkd.errors import BopkdError
 from bopkd.train import checkpoint as ckpt
+from bopkd.train.command import prepare_config
+from bopkd.train.hooks import NonFiniteLossError
 from bopkd.train.logging import read_metrics
-from bopkd.train.trainer import (
-    NonFiniteLossError,
-    ResumableBatchSampler,
-    Trainer,
-    prepare_config,
-    task_loss_fn,
-)
-
-
-def test_sampler_continues_exactly_and_shards_across_ranks():
-    full = list(ResumableBatchSampler(10, 3, seed=4, total_iters=12))
-    assert len(full) == 12 and all(len(b) == 3 for b in full)
-    # Epochs: every index once per epoch (10 items, batches cross epoch boundaries).
-    flat = [k for b in full for k in b]
-    assert sorted(i for i, e in flat if e == 0) == list(range(10))
-    assert [i for i, e in flat if e == 0] != list(range(10))  # shuffled
-    for start in (1, 4, 7):
-        assert list(ResumableBatchSampler(10, 3, seed=4, start_iter=start, total_iters=12)) == full[start:]
-    # Two ranks see disjoint halves of each epoch (DistributedSampler's split).
-    r0 = list(ResumableBatchSampler(10, 5, seed=4, rank=0, world_size=2, total_iters=1))[0]
-    r1 = list(ResumableBatchSampler(10, 5, seed=4, rank=1, world_size=2, total_iters=1))[0]
-    assert sorted(i for i, _ in r0 + r1) == list(range(10))
-    assert len(ResumableBatchSampler(10, 3, start_iter=5, total_iters=12)) == 7
+from bopkd.train.loss_fns import task_loss_fn
+from bopkd.train.trainer import Trainer
 
 
 def _weights(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -83,7 +64,7 @@ def test_non_finite_loss_stops_with_a_one_line_error_and_keeps_the_last_good_sta
     cfg = prepare_config(make_cfg(tmp_path / "nan", "ckpt_every=100", iters=8))
     calls = {"n": 0}
 
-    def exploding(outputs, batch, teacher_outputs):
+    def exploding(outputs, batch, teacher_outputs, assignment=None):
         calls["n"] += 1
         scale = math.nan if calls["n"] >= 3 else 0.0
         return {"loss_boom": outputs["kpts"].sum() * scale}
@@ -108,7 +89,7 @@ class _Adapter(nn.Module):
         self.gain = nn.Parameter(torch.tensor(0.5))
         self.saw_teacher = False
 
-    def forward(self, outputs, batch, teacher_outputs):
+    def forward(self, outputs, batch, teacher_outputs, assignment=None):
         self.saw_teacher = teacher_outputs is not None
         diff = self.gain * outputs["features"][0] - teacher_outputs["features"][0]
         return {"loss_kd": diff.pow(2).mean()}

@@ -1,4 +1,7 @@
-"""Common base of the distillation methods: a module ``method(student_out, batch, teacher_out) -> terms``.
+"""Common base of the distillation methods: ``method(student_out, batch, teacher_out, assignment) -> terms``.
+
+``assignment`` is the task loss's positive cells (:func:`bopkd.losses.targets.assign_targets`), passed by
+the trainer so that the task and distillation losses use the same sampled positives.
 
 A method is an :class:`torch.nn.Module` so that its own parameters (FKD's adapters and non-local
 blocks) can join the optimiser and the checkpoint. ``forward`` returns a dict of named, already
@@ -16,6 +19,8 @@ from torch import nn
 class KDMethod(nn.Module):
     """Base class.
 
+    A subclass registers itself with :func:`bopkd.losses.kd.registry.register_kd`, which sets ``name``.
+
     Attributes:
         name: the registry name (``none``, ``pred``, ``fkd``, ``ot``, ``fkd+ot``).
         cfg: the method's typed config.
@@ -32,15 +37,30 @@ class KDMethod(nn.Module):
         self.cfg = cfg
         self.loss_cfg = loss_cfg
 
-    def assignment(self, student_out: dict, batch: dict) -> dict:
-        """The task loss's positive cells for this batch.
+    @classmethod
+    def build(
+        cls,
+        cfg: Any,
+        *,
+        student: nn.Module | None = None,
+        teacher: nn.Module | None = None,
+        loss_cfg: Any = None,
+    ) -> KDMethod:
+        """The method for a run (what :func:`bopkd.losses.kd.registry.build_kd` calls): ``cls(cfg, loss_cfg)``.
 
-        Reuses ``batch["assignment"]`` when the trainer put the task loss's assignment there (so both
-        losses see the same sampled positives); otherwise calls ``assign_targets`` with ``loss_cfg``.
+        Methods with parameters sized from the networks (FKD's adapters) override this to read
+        ``student`` and ``teacher``.
         """
-        a = batch.get("assignment")
-        if a is not None:
-            return a
+        return cls(cfg, loss_cfg)
+
+    def positives(self, student_out: dict, batch: dict, assignment: dict | None = None) -> dict:
+        """The task loss's positive cells for this batch (:func:`bopkd.losses.targets.assign_targets`'s dict).
+
+        ``assignment`` when given: the trainer passes the one its task loss uses, so that both losses see
+        the same sampled positives. Otherwise sampled here with ``loss_cfg``.
+        """
+        if assignment is not None:
+            return assignment
         from bopkd.losses.task import LossConfig, assign_targets
 
         cfg = self.loss_cfg if self.loss_cfg is not None else LossConfig()
@@ -58,8 +78,21 @@ class KDMethod(nn.Module):
         return num, lam
 
     def forward(
-        self, student_out: dict, batch: dict, teacher_out: dict | None = None
+        self,
+        student_out: dict,
+        batch: dict,
+        teacher_out: dict | None = None,
+        assignment: dict | None = None,
     ) -> dict[str, torch.Tensor]:
+        """The weighted ``kd_*`` terms of a batch.
+
+        Args:
+            student_out, teacher_out: :meth:`bopkd.models.posenet.PoseNet.forward` dicts (``teacher_out``
+                None for methods that need no teacher).
+            batch: the collated batch.
+            assignment: the task loss's positive cells (:func:`bopkd.losses.targets.assign_targets`), shared
+                with the task loss by the trainer; None: sampled by :meth:`positives`.
+        """
         raise NotImplementedError
 
 

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 import torch
 
 from bopkd.losses.kd.base import KDMethod
-from bopkd.losses.kd.fkd import FKD, FKDConfig
+from bopkd.losses.kd.fkd import FKD, FKDConfig, network_channels
 from bopkd.losses.kd.ot_kd import OTKD, OTKDConfig
+from bopkd.losses.kd.registry import register_kd
 
 
 @dataclass
@@ -30,10 +31,21 @@ class FKDOTConfig:
         return self
 
 
+@register_kd(
+    "fkd+ot",
+    config=FKDOTConfig,
+    summary="fkd and ot added (--kd-weight sets the ot weight)",
+    terms=("kd_fkd_feat", "kd_fkd_att", "kd_fkd_nl", "kd_ot"),
+    weight_key=("ot", "weight"),
+)
 class FKDOT(KDMethod):
     """Sum of :class:`~bopkd.losses.kd.fkd.FKD` and :class:`~bopkd.losses.kd.ot_kd.OTKD` (terms kept apart)."""
 
-    name = "fkd+ot"
+    @classmethod
+    def build(cls, cfg: FKDOTConfig, *, student=None, teacher=None, loss_cfg=None) -> FKDOT:
+        """FKD's adapters sized from the feature channels of ``student`` and ``teacher`` (both needed)."""
+        w = cfg.fkd.features
+        return cls(cfg, network_channels(student, w), network_channels(teacher, w), loss_cfg)
 
     def __init__(
         self, cfg: FKDOTConfig | None = None, student_channels=None, teacher_channels=None, loss_cfg=None
@@ -44,8 +56,12 @@ class FKDOT(KDMethod):
         self.ot = OTKD(cfg.ot, loss_cfg)
 
     def forward(
-        self, student_out: dict, batch: dict, teacher_out: dict | None = None
+        self,
+        student_out: dict,
+        batch: dict,
+        teacher_out: dict | None = None,
+        assignment: dict | None = None,
     ) -> dict[str, torch.Tensor]:
-        terms = dict(self.fkd(student_out, batch, teacher_out))
-        terms.update(self.ot(student_out, batch, teacher_out))
+        terms = dict(self.fkd(student_out, batch, teacher_out, assignment=assignment))
+        terms.update(self.ot(student_out, batch, teacher_out, assignment=assignment))
         return terms

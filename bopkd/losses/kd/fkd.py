@@ -47,6 +47,7 @@ from torch import nn
 
 from bopkd.errors import BopkdError
 from bopkd.losses.kd.base import KDMethod, require_teacher, zero_like_graph
+from bopkd.losses.kd.registry import register_kd
 
 FEATURES = ("fpn", "backbone")
 _EPS = 1e-12
@@ -182,10 +183,31 @@ def feature_channels(model: nn.Module, features: str = "fpn") -> dict[int, int]:
     )
 
 
+def network_channels(model: nn.Module | None, features: str) -> dict[int, int]:
+    """{stride: channels} of a network FKD distils (:func:`feature_channels`); a one-line error without one."""
+    if model is None:
+        raise BopkdError(
+            "fkd needs both the student and the teacher model to size its adapters (pass --teacher CHECKPOINT)"
+        )
+    return feature_channels(model, features)
+
+
+@register_kd(
+    "fkd",
+    config=FKDConfig,
+    summary="feature distillation of Zhang & Ma (ICLR 2021): attention-guided and non-local",
+    terms=("kd_fkd_feat", "kd_fkd_att", "kd_fkd_nl"),
+    weight_key=("weight",),
+)
 class FKD(KDMethod):
     """``--kd fkd``. Returns ``{"kd_fkd_feat", "kd_fkd_att", "kd_fkd_nl"}`` (weighted)."""
 
-    name = "fkd"
+    @classmethod
+    def build(cls, cfg: FKDConfig, *, student=None, teacher=None, loss_cfg=None) -> FKD:
+        """Adapters sized from the feature channels of ``student`` and ``teacher`` (both needed)."""
+        return cls(
+            cfg, network_channels(student, cfg.features), network_channels(teacher, cfg.features), loss_cfg
+        )
 
     def __init__(
         self,
@@ -219,11 +241,11 @@ class FKD(KDMethod):
             self.teacher_nl[str(s)] = NonLocal2d(ct, cfg.nonlocal_reduction, pool)
             self.nl_adapters[str(s)] = _adapter(cs, ct)
 
-    def task_units(self, student_out: dict, batch: dict) -> float:
+    def task_units(self, student_out: dict, batch: dict, assignment: dict | None = None) -> float:
         """P (positive cells of the batch, at least 1) under the ``"sum"`` task reduction, else 1."""
         if self.reduction() != "sum":
             return 1.0
-        return float(max(int(self.assignment(student_out, batch)["num_pos"]), 1))
+        return float(max(int(self.positives(student_out, batch, assignment)["num_pos"]), 1))
 
     def level_terms(
         self, s: int, fs: torch.Tensor, ft: torch.Tensor
@@ -245,7 +267,11 @@ class FKD(KDMethod):
         return feat, att, nl
 
     def forward(
-        self, student_out: dict, batch: dict, teacher_out: dict | None = None
+        self,
+        student_out: dict,
+        batch: dict,
+        teacher_out: dict | None = None,
+        assignment: dict | None = None,
     ) -> dict[str, torch.Tensor]:
         cfg: FKDConfig = self.cfg
         t = require_teacher(self.name, teacher_out)
@@ -266,7 +292,7 @@ class FKD(KDMethod):
                 fs, ft = fs[..., :h, :w], ft[..., :h, :w]
             f_, a_, n_ = self.level_terms(s, fs, ft)
             feat, att, nl = feat + f_, att + a_, nl + n_
-        w = cfg.weight * self.task_units(student_out, batch)
+        w = cfg.weight * self.task_units(student_out, batch, assignment)
         return {
             "kd_fkd_feat": w * cfg.feat_weight * feat,
             "kd_fkd_att": w * cfg.att_weight * att,

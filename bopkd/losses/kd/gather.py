@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 
 from bopkd.errors import BopkdError
-from bopkd.losses.targets import level_quota
+from bopkd.models.levels import level_quota
 
 
 @dataclass
@@ -214,7 +214,7 @@ def select_teacher_cells(
         region: (G, A) bool cells allowed for each instance, or None (all cells).
         score_th: minimum sigmoid score (exclusive), 0.1 at inference.
         num_cells, positive_lambda: WDR's per-level cell budget
-            (:func:`bopkd.losses.targets.level_quota`, the rule of the positive sampling).
+            (:func:`bopkd.models.levels.level_quota`, the rule of the positive sampling).
     Returns:
         g (M,) instance index, cell (M,) cell index, score (M,) teacher sigmoid score (detached).
     """

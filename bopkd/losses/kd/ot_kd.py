@@ -53,6 +53,7 @@ from bopkd.losses.kd.gather import (
     scatter_padded,
     select_teacher_cells,
 )
+from bopkd.losses.kd.registry import register_kd
 from bopkd.losses.kd.teacher_pnp import teacher_pnp_keep
 
 REGIONS = ("mask", "all")
@@ -137,16 +138,24 @@ class OTProblems:
     img: torch.Tensor
 
 
+@register_kd(
+    "ot",
+    config=OTKDConfig,
+    summary="Guo et al. (CVPR 2023): Sinkhorn divergence between keypoint distributions",
+    terms=("kd_ot",),
+    weight_key=("weight",),
+)
 class OTKD(KDMethod):
     """``--kd ot``: the paper's distillation loss. Returns ``{"kd_ot": weight * loss}``."""
-
-    name = "ot"
 
     def __init__(self, cfg: OTKDConfig | None = None, loss_cfg=None):
         super().__init__((cfg or OTKDConfig()).validate(), loss_cfg)
 
-    def problems(self, s: dict, batch: dict, t: dict) -> OTProblems | None:
-        """Gather the student's and teacher's weighted keypoint sets of every instance (vectorised)."""
+    def problems(self, s: dict, batch: dict, t: dict, assignment: dict | None = None) -> OTProblems | None:
+        """Gather the student's and teacher's weighted keypoint sets of every instance (vectorised).
+
+        ``assignment``: the task loss's positive cells (None: sampled by :meth:`positives`).
+        """
         cfg: OTKDConfig = self.cfg
         kpts = s["kpts"].float()  # float32 even under autocast
         device = kpts.device
@@ -154,7 +163,7 @@ class OTKD(KDMethod):
         G = inst.n
         if G == 0:
             return None
-        asg = self.assignment(s, batch)
+        asg = self.positives(s, batch, assignment)
         pb, pc, pcls, po = (asg[k].to(device) for k in ("pos_batch", "pos_cell", "pos_cls", "pos_obj"))
         M = orig_normalisation(batch, device, kpts.dtype)
 
@@ -207,13 +216,17 @@ class OTKD(KDMethod):
         return OTProblems(x, a, y, b, inst.img[valid])
 
     def forward(
-        self, student_out: dict, batch: dict, teacher_out: dict | None = None
+        self,
+        student_out: dict,
+        batch: dict,
+        teacher_out: dict | None = None,
+        assignment: dict | None = None,
     ) -> dict[str, torch.Tensor]:
         from bopkd.losses.ot import group_diameters, sinkhorn_divergence
 
         cfg: OTKDConfig = self.cfg
         t = require_teacher(self.name, teacher_out)
-        pr = self.problems(student_out, batch, t)
+        pr = self.problems(student_out, batch, t, assignment)
         if pr is None:
             return {"kd_ot": zero_like_graph(student_out["kpts"])}
         V, N = pr.a.shape

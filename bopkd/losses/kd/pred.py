@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from bopkd.errors import BopkdError
 from bopkd.losses.kd.base import KDMethod, require_teacher, zero_like_graph
 from bopkd.losses.kd.gather import grid_match, normalise_points, orig_normalisation
+from bopkd.losses.kd.registry import register_kd
 
 
 @dataclass
@@ -58,10 +59,15 @@ class PredKDConfig:
         return self
 
 
+@register_kd(
+    "pred",
+    config=PredKDConfig,
+    summary="prediction-to-prediction: student keypoints regress the teacher's at the same cells",
+    terms=("kd_pred",),
+    weight_key=("weight",),
+)
 class PredKD(KDMethod):
     """``--kd pred``. Returns ``{"kd_pred": weight * loss}``."""
-
-    name = "pred"
 
     def __init__(self, cfg: PredKDConfig | None = None, loss_cfg=None):
         super().__init__((cfg or PredKDConfig()).validate(), loss_cfg)
@@ -81,13 +87,17 @@ class PredKD(KDMethod):
         return m
 
     def forward(
-        self, student_out: dict, batch: dict, teacher_out: dict | None = None
+        self,
+        student_out: dict,
+        batch: dict,
+        teacher_out: dict | None = None,
+        assignment: dict | None = None,
     ) -> dict[str, torch.Tensor]:
         cfg: PredKDConfig = self.cfg
         t = require_teacher(self.name, teacher_out)
         kpts = student_out["kpts"].float()  # float32 even under autocast
         device = kpts.device
-        asg = self.assignment(student_out, batch)
+        asg = self.positives(student_out, batch, assignment)
         pb, pc, pcls = (asg[k].to(device) for k in ("pos_batch", "pos_cell", "pos_cls"))
         tcell = self._match(student_out["anchors"], t["anchors"])[pc]
         keep = tcell >= 0

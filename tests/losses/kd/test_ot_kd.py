@@ -33,7 +33,8 @@ def logit(p):
 def scene(kd_synth, seed=0, teacher_cells=None, student_cells=None):
     """Student/teacher outputs and a batch; teacher confident cells and student positives given per instance.
 
-    Returns (student_out, teacher_out, batch, teacher_sets) with teacher_sets[(b, o)] = list of cells.
+    Returns (student_out, teacher_out, batch, assignment, teacher_sets) with teacher_sets[(b, o)] = list of
+    cells and assignment the student positives (an ``assign_targets``-like dict).
     """
     g = torch.Generator().manual_seed(seed + 100)
     s = kd_synth.outputs(B=2, seed=seed)
@@ -52,17 +53,16 @@ def scene(kd_synth, seed=0, teacher_cells=None, student_cells=None):
                 t["cls_logits"][b, cell, c] = logit(0.2 + 0.7 * float(torch.rand((), generator=g)))
             for cell in sc:
                 s["cls_logits"][b, cell, c] = logit(0.1 + 0.8 * float(torch.rand((), generator=g)))
-    batch["assignment"] = kd_synth.assignment(2, an["centers"].shape[0], pos)
-    return s, t, batch, tsets
+    asg = kd_synth.assignment(2, an["centers"].shape[0], pos)
+    return s, t, batch, asg, tsets
 
 
-def reference_loss(s, t, batch, tsets, cfg: OTKDConfig):
+def reference_loss(s, t, batch, asg, tsets, cfg: OTKDConfig):
     """Loop over images, instances and keypoints; geomloss on the unpadded sets (independent of bopkd)."""
     geomloss = pytest.importorskip("geomloss")
     L = geomloss.SamplesLoss(
         "sinkhorn", p=2, blur=cfg.blur, reach=cfg.reach, scaling=cfg.scaling, backend="tensorized"
     )
-    asg = batch["assignment"]
     per_img = []
     for b, objs in enumerate(batch["objects"]):
         Ainv = torch.tensor(np.linalg.inv(batch["meta"][b]["affine"]), dtype=torch.float64)
@@ -100,37 +100,36 @@ def reference_loss(s, t, batch, tsets, cfg: OTKDConfig):
 
 @pytest.mark.parametrize("shared", [True, False])
 def test_loss_matches_per_problem_geomloss_reference(kd_synth, shared):
-    s, t, batch, tsets = scene(kd_synth)
+    s, t, batch, asg, tsets = scene(kd_synth)
     cfg = OTKDConfig(num_cells=BIG, shared_diameter=shared)
-    got = OTKD(cfg)(s, batch, t)["kd_ot"]
-    ref = reference_loss(s, t, batch, tsets, cfg)
+    got = OTKD(cfg)(s, batch, t, assignment=asg)["kd_ot"]
+    ref = reference_loss(s, t, batch, asg, tsets, cfg)
     assert ref > 0
     assert float(got) == pytest.approx(ref, rel=2e-3)
 
 
 def test_zero_when_student_equals_teacher(kd_synth):
     # teacher confident cells = student positives, same keypoints and scores
-    s, t, batch, _ = scene(kd_synth, teacher_cells=lambda b, o, inside: inside[::2])
+    s, t, batch, asg, _ = scene(kd_synth, teacher_cells=lambda b, o, inside: inside[::2])
     t["kpts"] = s["kpts"].clone()
     t["cls_logits"] = s["cls_logits"].clone()
-    out = OTKD(OTKDConfig(num_cells=BIG))(s, batch, t)["kd_ot"]
+    out = OTKD(OTKDConfig(num_cells=BIG))(s, batch, t, assignment=asg)["kd_ot"]
     assert abs(float(out)) < 1e-6
     # ... and clearly positive once the student is displaced by 2 px
     s["kpts"] = s["kpts"] + 2.0
-    assert float(OTKD(OTKDConfig(num_cells=BIG))(s, batch, t)["kd_ot"]) > 1e-4
+    assert float(OTKD(OTKDConfig(num_cells=BIG))(s, batch, t, assignment=asg)["kd_ot"]) > 1e-4
 
 
 def test_invariant_to_cell_order(kd_synth):
-    s, t, batch, tsets = scene(kd_synth)
+    s, t, batch, asg, tsets = scene(kd_synth)
     m = OTKD(OTKDConfig(num_cells=BIG))
-    base = float(m(s, batch, t)["kd_ot"])
+    base = float(m(s, batch, t, assignment=asg)["kd_ot"])
     # 1) shuffle the order of the positives
-    asg = dict(batch["assignment"])
+    shuffled = dict(asg)
     perm = torch.randperm(asg["num_pos"], generator=torch.Generator().manual_seed(3))
     for k in ("pos_batch", "pos_cell", "pos_cls", "pos_obj"):
-        asg[k] = asg[k][perm]
-    b2 = dict(batch, assignment=asg)
-    assert float(m(s, b2, t)["kd_ot"]) == pytest.approx(base, rel=1e-5)
+        shuffled[k] = asg[k][perm]
+    assert float(m(s, batch, t, assignment=shuffled)["kd_ot"]) == pytest.approx(base, rel=1e-5)
     # 2) move the teacher's predictions between its confident cells (same set of weighted points)
     t2 = {**t, "cls_logits": t["cls_logits"].clone(), "kpts": t["kpts"].clone()}
     for (b, o), cells in tsets.items():
@@ -139,11 +138,11 @@ def test_invariant_to_cell_order(kd_synth):
         rolled = cells_t.roll(1)
         t2["cls_logits"][b, cells_t, c] = t["cls_logits"][b, rolled, c]
         t2["kpts"][b, cells_t, c] = t["kpts"][b, rolled, c]
-    assert float(m(s, batch, t2)["kd_ot"]) == pytest.approx(base, rel=1e-5)
+    assert float(m(s, batch, t2, assignment=asg)["kd_ot"]) == pytest.approx(base, rel=1e-5)
 
 
 def test_decreases_as_student_moves_toward_teacher(kd_synth):
-    s, t, batch, _ = scene(kd_synth, teacher_cells=lambda b, o, inside: inside[::2])
+    s, t, batch, asg, _ = scene(kd_synth, teacher_cells=lambda b, o, inside: inside[::2])
     t["cls_logits"] = s["cls_logits"].clone()
     target = t["kpts"]
     start = s["kpts"] + torch.tensor([6.0, -4.0])
@@ -151,20 +150,19 @@ def test_decreases_as_student_moves_toward_teacher(kd_synth):
     losses = []
     for lam in (1.0, 0.6, 0.3, 0.1, 0.0):
         s["kpts"] = target + lam * (start - target)
-        losses.append(float(m(s, batch, t)["kd_ot"]))
+        losses.append(float(m(s, batch, t, assignment=asg)["kd_ot"]))
     assert all(a > b for a, b in zip(losses, losses[1:], strict=False)), losses
     assert losses[-1] < 1e-6
 
 
 @pytest.mark.parametrize("detach", [False, True])
 def test_gradients_reach_keypoints_and_scores(kd_synth, detach):
-    s, t, batch, _ = scene(kd_synth)
+    s, t, batch, asg, _ = scene(kd_synth)
     s["kpts"].requires_grad_(True)
     s["cls_logits"].requires_grad_(True)
     t["kpts"].requires_grad_(True)
-    loss = OTKD(OTKDConfig(num_cells=BIG, detach_scores=detach))(s, batch, t)["kd_ot"]
+    loss = OTKD(OTKDConfig(num_cells=BIG, detach_scores=detach))(s, batch, t, assignment=asg)["kd_ot"]
     loss.backward()
-    asg = batch["assignment"]
     pb, pc, pk = asg["pos_batch"], asg["pos_cell"], asg["pos_cls"]
     gk = s["kpts"].grad
     assert torch.isfinite(gk).all()
@@ -181,34 +179,33 @@ def test_gradients_reach_keypoints_and_scores(kd_synth, detach):
 
 
 def test_images_without_teacher_detections_are_skipped(kd_synth):
-    s, t, batch, tsets = scene(kd_synth)
+    s, t, batch, asg, tsets = scene(kd_synth)
     m = OTKD(OTKDConfig(num_cells=BIG))
     # teacher finds nothing in image 1: the loss is image 0's alone (mean over images with detections)
     t["cls_logits"][1] = -8.0
-    got = float(m(s, batch, t)["kd_ot"])
+    got = float(m(s, batch, t, assignment=asg)["kd_ot"])
     tsets1 = {k: (v if k[0] == 0 else []) for k, v in tsets.items()}
-    assert got == pytest.approx(reference_loss(s, t, batch, tsets1, m.cfg), rel=2e-3)
+    assert got == pytest.approx(reference_loss(s, t, batch, asg, tsets1, m.cfg), rel=2e-3)
     # teacher finds nothing anywhere: 0, finite, and backward still works
     t["cls_logits"][:] = -8.0
     s["kpts"].requires_grad_(True)
-    out = m(s, batch, t)["kd_ot"]
+    out = m(s, batch, t, assignment=asg)["kd_ot"]
     assert float(out.detach()) == 0.0 and torch.isfinite(out)
     out.backward()
     assert torch.isfinite(s["kpts"].grad).all()
 
 
 def test_no_objects_and_no_positives(kd_synth):
-    s, t, batch, _ = scene(kd_synth)
+    s, t, batch, asg, _ = scene(kd_synth)
     m = OTKD(OTKDConfig(num_cells=BIG))
     empty = kd_synth.batch(B=2, boxes=[[], []])
-    empty["assignment"] = kd_synth.assignment(2, s["cls_logits"].shape[1], [])
-    assert float(m(s, empty, t)["kd_ot"]) == 0.0
-    nopos = dict(batch, assignment=kd_synth.assignment(2, s["cls_logits"].shape[1], []))
-    assert float(m(s, nopos, t)["kd_ot"]) == 0.0
+    no_asg = kd_synth.assignment(2, s["cls_logits"].shape[1], [])
+    assert float(m(s, empty, t, assignment=no_asg)["kd_ot"]) == 0.0
+    assert float(m(s, batch, t, assignment=no_asg)["kd_ot"]) == 0.0
 
 
 def test_all_problems_in_one_batched_call(kd_synth, monkeypatch):
-    s, t, batch, tsets = scene(kd_synth)
+    s, t, batch, asg, tsets = scene(kd_synth)
     calls = []
     real = ot_mod.sinkhorn_divergence
 
@@ -217,14 +214,11 @@ def test_all_problems_in_one_batched_call(kd_synth, monkeypatch):
         return real(x, a, y, b, **kw)
 
     monkeypatch.setattr(ot_mod, "sinkhorn_divergence", spy)
-    OTKD(OTKDConfig(num_cells=BIG))(s, batch, t)
+    OTKD(OTKDConfig(num_cells=BIG))(s, batch, t, assignment=asg)
     assert len(calls) == 1
     (xs, ys, kw) = calls[0]
     n_inst = 3
-    n_s = max(
-        int(((batch["assignment"]["pos_batch"] == b) & (batch["assignment"]["pos_obj"] == o)).sum())
-        for b, o in tsets
-    )
+    n_s = max(int(((asg["pos_batch"] == b) & (asg["pos_obj"] == o)).sum()) for b, o in tsets)
     n_t = max(len(v) for v in tsets.values())
     assert xs == (8 * n_inst, n_s, 2) and ys == (8 * n_inst, n_t, 2)
     assert {k: kw[k] for k in ("blur", "reach", "scaling")} == {"blur": 0.001, "reach": 0.5, "scaling": 0.5}
@@ -232,9 +226,9 @@ def test_all_problems_in_one_batched_call(kd_synth, monkeypatch):
 
 
 def test_uniform_weights_option(kd_synth):
-    s, t, batch, tsets = scene(kd_synth)
+    s, t, batch, asg, tsets = scene(kd_synth)
     m = OTKD(OTKDConfig(num_cells=BIG, weighted=False))
-    pr = m.problems(s, batch, t)
+    pr = m.problems(s, batch, t, asg)
     # every set's weights are 1/N on its points, 0 on padding
     for w in (pr.a, pr.b):
         n = (w > 0).sum(1, keepdim=True)
@@ -243,9 +237,8 @@ def test_uniform_weights_option(kd_synth):
 
 
 def test_problem_points_are_normalised_original_pixels(kd_synth):
-    s, t, batch, tsets = scene(kd_synth)
-    pr = OTKD(OTKDConfig(num_cells=BIG)).problems(s, batch, t)
-    asg = batch["assignment"]
+    s, t, batch, asg, tsets = scene(kd_synth)
+    pr = OTKD(OTKDConfig(num_cells=BIG)).problems(s, batch, t, asg)
     # first positive of image 0 / instance 0: input px -> original px (inverse affine) -> / (W, H)
     i = int(torch.nonzero((asg["pos_batch"] == 0) & (asg["pos_obj"] == 0))[0])
     p_in = s["kpts"][0, asg["pos_cell"][i], asg["pos_cls"][i]].double().numpy()  # (8, 2)
@@ -294,7 +287,7 @@ def _reference_teacher_cells(t_logits, t_kpts, anchors, inst_img, inst_cls, regi
 
 def test_teacher_cell_selection_matches_loop_reference(kd_synth):
     torch.manual_seed(0)
-    _, t, batch, _ = scene(kd_synth)
+    _, t, batch, asg, _ = scene(kd_synth)
     # scores everywhere, many above threshold; a small budget so that the per-level quota matters
     t["cls_logits"] = torch.randn_like(t["cls_logits"]) * 2.0
     inst = flatten_instances(batch, torch.device("cpu"))
@@ -331,7 +324,7 @@ def test_teacher_cells_restricted_to_their_instance(kd_synth):
 
 
 def test_needs_teacher_and_validates_config(kd_synth):
-    s, _, batch, _ = scene(kd_synth)
+    s, _, batch, asg, _ = scene(kd_synth)
     with pytest.raises(BopkdError, match="needs a teacher"):
         OTKD()(s, batch, None)
     with pytest.raises(BopkdError, match="teacher_region"):
@@ -343,7 +336,7 @@ def test_needs_teacher_and_validates_config(kd_synth):
 def test_teacher_selection_equals_inference_decode_for_one_instance_per_class(kd_synth):
     # with one instance per class and no region restriction, the teacher's cells are those of inference
     decode = pytest.importorskip("bopkd.models.decode").decode
-    _, t, batch, _ = scene(kd_synth)
+    _, t, batch, asg, _ = scene(kd_synth)
     t["cls_logits"] = torch.randn_like(t["cls_logits"], generator=torch.Generator().manual_seed(7)) * 2.0
     inst = flatten_instances(batch, torch.device("cpu"))
     g, c, sc = select_teacher_cells(t["cls_logits"], t["kpts"], t["anchors"], inst, None, 0.1, 10, 1.0)
@@ -356,8 +349,8 @@ def test_teacher_selection_equals_inference_decode_for_one_instance_per_class(kd
 def test_teacher_pnp_skips_instances_without_a_teacher_pose(kd_synth, monkeypatch):
     import bopkd.losses.kd.ot_kd as ot_kd
 
-    s, t, batch, _ = scene(kd_synth)
-    assert OTKD(OTKDConfig(num_cells=BIG)).problems(s, batch, t).a.shape[0] == 3
+    s, t, batch, asg, _ = scene(kd_synth)
+    assert OTKD(OTKDConfig(num_cells=BIG)).problems(s, batch, t, asg).a.shape[0] == 3
     seen = []
 
     def fail_instance_0(
@@ -367,7 +360,7 @@ def test_teacher_pnp_skips_instances_without_a_teacher_pose(kd_synth, monkeypatc
         return g != 0
 
     monkeypatch.setattr(ot_kd, "teacher_pnp_keep", fail_instance_0)
-    pr = OTKD(OTKDConfig(num_cells=BIG, teacher_pnp=True)).problems(s, batch, t)
+    pr = OTKD(OTKDConfig(num_cells=BIG, teacher_pnp=True)).problems(s, batch, t, asg)
     assert seen and seen[0][1:] == (8, 2)
     assert pr.a.shape[0] == 2 and pr.img.tolist() == [0, 1]
 

@@ -25,23 +25,24 @@ def setup(kd_synth, s_strides=(8, 16), t_strides=(8, 16)):
     cells = []
     for b, (c, x0, y0, x1, y1) in enumerate([(0, 8, 8, 40, 40), (1, 16, 16, 48, 48)]):
         cells += [(b, cell, c, 0) for cell in kd_synth.cells_in_box(an, x0, y0, x1, y1)[::3]]
-    batch["assignment"] = kd_synth.assignment(2, an["centers"].shape[0], cells)
+    asg = kd_synth.assignment(2, an["centers"].shape[0], cells)
     t["cls_logits"] = torch.randn_like(t["cls_logits"], generator=torch.Generator().manual_seed(5))
-    return s, t, batch
+    return s, t, batch, asg
 
 
 def test_zero_for_identical_outputs(kd_synth):
-    s, t, batch = setup(kd_synth)
+    s, t, batch, asg = setup(kd_synth)
     t2 = {**t, "kpts": s["kpts"].clone()}
-    assert float(PredKD()(s, batch, t2)["kd_pred"]) == 0.0
+    assert float(PredKD()(s, batch, t2, assignment=asg)["kd_pred"]) == 0.0
 
 
 def test_value_matches_hand_computation(kd_synth):
-    s, t, batch = setup(kd_synth)
+    s, t, batch, asg = setup(kd_synth)
     cfg = PredKDConfig(weight=2.0, beta=0.01)
-    got = float(PredKD(cfg)(s, batch, t)["kd_pred"])  # default task reduction: "sum"
-    got_mean = float(PredKD(cfg, LossConfig(reduction="mean_per_positive"))(s, batch, t)["kd_pred"])
-    asg = batch["assignment"]
+    got = float(PredKD(cfg)(s, batch, t, assignment=asg)["kd_pred"])  # default task reduction: "sum"
+    got_mean = float(
+        PredKD(cfg, LossConfig(reduction="mean_per_positive"))(s, batch, t, assignment=asg)["kd_pred"]
+    )
     total = 0.0
     for i in range(asg["num_pos"]):
         b, cell, c = int(asg["pos_batch"][i]), int(asg["pos_cell"][i]), int(asg["pos_cls"][i])
@@ -61,12 +62,11 @@ def test_value_matches_hand_computation(kd_synth):
 
 
 def test_gradients_only_to_student_keypoints(kd_synth):
-    s, t, batch = setup(kd_synth)
+    s, t, batch, asg = setup(kd_synth)
     s["kpts"].requires_grad_(True)
     s["cls_logits"].requires_grad_(True)
     t["kpts"].requires_grad_(True)
-    PredKD()(s, batch, t)["kd_pred"].backward()
-    asg = batch["assignment"]
+    PredKD()(s, batch, t, assignment=asg)["kd_pred"].backward()
     g = s["kpts"].grad
     assert g[asg["pos_batch"], asg["pos_cell"], asg["pos_cls"]].abs().sum() > 0
     assert s["cls_logits"].grad is None
@@ -85,7 +85,7 @@ def test_grid_match_by_stride_and_shape(kd_synth):
 
 
 def test_positives_on_levels_the_teacher_lacks_are_skipped(kd_synth):
-    s, t, batch = setup(kd_synth, s_strides=(8, 16), t_strides=(16, 32))
+    s, t, batch, asg = setup(kd_synth, s_strides=(8, 16), t_strides=(16, 32))
     t2 = {**t, "cls_logits": torch.zeros(2, t["cls_logits"].shape[1], 2)}
     # put the student's stride-16 keypoints on the teacher's: only stride-8 cells differ, and those are skipped
     m = grid_match(s["anchors"], t2["anchors"])
@@ -93,21 +93,21 @@ def test_positives_on_levels_the_teacher_lacks_are_skipped(kd_synth):
     kp[:, m >= 0] = t2["kpts"][:, m[m >= 0]]
     s2 = {**s, "kpts": kp + 0.0}
     s2["kpts"][:, m < 0] += 50.0
-    assert float(PredKD()(s2, batch, t2)["kd_pred"]) == 0.0
+    assert float(PredKD()(s2, batch, t2, assignment=asg)["kd_pred"]) == 0.0
     s2["kpts"][:, m >= 0] += 1.0
-    assert float(PredKD()(s2, batch, t2)["kd_pred"]) > 0.0
+    assert float(PredKD()(s2, batch, t2, assignment=asg)["kd_pred"]) > 0.0
 
 
 def test_teacher_weighting(kd_synth):
-    s, t, batch = setup(kd_synth)
+    s, t, batch, asg = setup(kd_synth)
     t["cls_logits"][:] = 0.0  # score 0.5 everywhere
-    half = float(PredKD()(s, batch, t)["kd_pred"])
-    unweighted = float(PredKD(PredKDConfig(teacher_weighted=False))(s, batch, t)["kd_pred"])
+    half = float(PredKD()(s, batch, t, assignment=asg)["kd_pred"])
+    unweighted = float(PredKD(PredKDConfig(teacher_weighted=False))(s, batch, t, assignment=asg)["kd_pred"])
     assert half == pytest.approx(0.5 * unweighted, rel=1e-6)
 
 
 def test_errors(kd_synth):
-    s, t, batch = setup(kd_synth)
+    s, t, batch, asg = setup(kd_synth)
     with pytest.raises(BopkdError, match="needs a teacher"):
         PredKD()(s, batch, None)
     with pytest.raises(BopkdError, match="beta"):

@@ -6,9 +6,10 @@ import pytest
 import torch
 import yaml
 
+from bopkd.config import to_dict
 from bopkd.errors import BopkdError
-from bopkd.losses.kd import REGISTRY, build_kd, kd_names, make_spec, spec_from_dict
-from bopkd.losses.kd.registry import config_to_dict
+from bopkd.losses.kd import KD_METHODS, build_kd, kd_names, make_spec, spec_from_dict
+from bopkd.losses.kd.registry import fold_legacy_kd_weight, get_entry, register_kd, unregister_kd
 from bopkd.losses.targets import assign_targets
 from bopkd.losses.task import LossConfig, PoseLoss
 from bopkd.models.posenet import ModelConfig, PoseNet
@@ -18,8 +19,8 @@ NAMES = ["none", "pred", "fkd", "ot", "fkd+ot"]
 
 def test_exactly_the_five_names():
     assert kd_names() == NAMES
-    assert list(REGISTRY) == NAMES
-    assert [e.needs_teacher for e in REGISTRY.values()] == [False, True, True, True, True]
+    assert list(KD_METHODS) == NAMES
+    assert [e.needs_teacher for e in KD_METHODS.values()] == [False, True, True, True, True]
 
 
 @pytest.mark.parametrize("bad", ["bogus", "OT2", ""])
@@ -46,8 +47,8 @@ def test_options_types_and_unknown_keys():
     with pytest.raises(BopkdError, match="blur"):
         make_spec("ot", {"blur": "small"})
     with pytest.raises(BopkdError, match="detach_scores"):
-        make_spec("ot", {"detach_scores": "yes"})
-    with pytest.raises(BopkdError, match=r"unknown kd option keys \['reech'\]"):
+        make_spec("ot", {"detach_scores": "maybe"})
+    with pytest.raises(BopkdError, match=r"'kd.options.reech' .*is unknown: did you mean 'reach'"):
         make_spec("ot", {"reech": 1})
     with pytest.raises(BopkdError, match="fkd.temprature"):
         make_spec("fkd+ot", {"fkd": {"temprature": 1}})
@@ -81,7 +82,7 @@ def test_defaults_are_the_papers():
 
 
 def test_yaml_round_trip():
-    text = "kd:\n  method: fkd+ot\n  weight: 4\n  options:\n    fkd: {temperature: 0.25}\n    ot: {detach_scores: true}\n"
+    text = "kd:\n  method: fkd+ot\n  options:\n    fkd: {temperature: 0.25}\n    ot: {weight: 4, detach_scores: true}\n"
     spec = spec_from_dict(yaml.safe_load(text)["kd"], "train.yaml")
     assert (
         spec.config.ot.weight == 4.0 and spec.config.fkd.temperature == 0.25 and spec.config.ot.detach_scores
@@ -89,7 +90,49 @@ def test_yaml_round_trip():
     again = spec_from_dict(yaml.safe_load(yaml.safe_dump(spec.to_dict())))
     assert again == spec
     assert spec_from_dict("pred").method == "pred" and spec_from_dict(None).method == "none"
-    assert config_to_dict(spec.config)["ot"]["detach_scores"] is True
+    assert to_dict(spec.config)["ot"]["detach_scores"] is True
+    with pytest.raises(BopkdError, match="kd.weight is not a key: set the weight in kd.options.weight"):
+        spec_from_dict({"method": "ot", "weight": 2}, "train.yaml")
+
+
+def test_weight_key_says_where_each_method_keeps_its_weight():
+    assert {n: e.weight_key for n, e in KD_METHODS.items()} == {
+        "none": None,
+        "pred": ("weight",),
+        "fkd": ("weight",),
+        "ot": ("weight",),
+        "fkd+ot": ("ot", "weight"),
+    }
+    assert [e.default_weight() for e in KD_METHODS.values()] == [None, 5.0, 1.0, 5.0, 5.0]
+    assert get_entry("fkd+ot").weight_options(2) == {"ot": {"weight": 2.0}}
+    assert get_entry("none").weight_options(2) == {}
+
+
+def test_stored_kd_weight_is_folded_into_the_options():
+    old = {"iters": 3, "kd": {"method": "fkd+ot", "teacher": "t.pt", "weight": 2.0, "options": {"fkd": {}}}}
+    new = fold_legacy_kd_weight(old, "last.pt")
+    assert new["kd"] == {"method": "fkd+ot", "teacher": "t.pt", "options": {"fkd": {}, "ot": {"weight": 2.0}}}
+    assert old["kd"]["weight"] == 2.0  # the input is not changed
+    unset = {"kd": {"method": "ot", "teacher": None, "weight": None, "options": {}}}
+    assert fold_legacy_kd_weight(unset, "x")["kd"] == {"method": "ot", "teacher": None, "options": {}}
+    same = {"kd": {"method": "pred", "weight": 2, "options": {"weight": 2.0}}}
+    assert fold_legacy_kd_weight(same, "x")["kd"]["options"] == {"weight": 2.0}
+    assert fold_legacy_kd_weight({"kd": {"method": "none", "weight": 3}}, "x")["kd"] == {
+        "method": "none",
+        "options": {},
+    }
+    with pytest.raises(BopkdError, match=r"last.pt: kd.weight = 2 and kd.options.weight = 3 differ"):
+        fold_legacy_kd_weight({"kd": {"method": "ot", "weight": 2, "options": {"weight": 3}}}, "last.pt")
+
+
+def test_registration_rejects_duplicates_and_bad_weight_keys():
+    with pytest.raises(BopkdError, match="'ot' is registered twice"):
+        register_kd("OT", config=type(get_entry("ot").config_cls()), summary="again")(type("Again", (), {}))
+    with pytest.raises(BopkdError, match="weight_key .* names no field"):
+        register_kd("toy", config=get_entry("fkd+ot").config_cls, summary="x", weight_key=("weight",))
+    with pytest.raises(BopkdError, match="unknown distillation method"):
+        unregister_kd("toy")
+    assert kd_names() == NAMES
 
 
 @pytest.fixture(scope="module")
@@ -121,10 +164,10 @@ def test_every_method_builds_and_runs_on_real_networks(nets, kd_synth):
         s_out = student(images)
         with torch.no_grad():
             t_out = teacher(images)
-        b = dict(batch, assignment=assign_targets(s_out, batch, loss_cfg, torch.Generator().manual_seed(0)))
-        task = PoseLoss(loss_cfg)(s_out, b, assignment=b["assignment"])
-        terms = method(s_out, b, None if name == "none" else t_out)
-        assert set(terms) == set(REGISTRY[name].terms)
+        asg = assign_targets(s_out, batch, loss_cfg, torch.Generator().manual_seed(0))
+        task = PoseLoss(loss_cfg)(s_out, batch, assignment=asg)
+        terms = method(s_out, batch, None if name == "none" else t_out, assignment=asg)
+        assert set(terms) == set(KD_METHODS[name].terms)
         assert all(torch.isfinite(v) and v.dim() == 0 for v in terms.values())
         if name != "none":
             assert all(float(v.detach()) > 0 for v in terms.values()), (name, terms)

@@ -17,10 +17,12 @@ import torch
 from typer.testing import CliRunner
 
 from bopkd.cli import app
-from bopkd.losses.kd import REGISTRY
+from bopkd.losses.kd import KD_METHODS
 from bopkd.train import checkpoint as ckpt
+from bopkd.train.command import prepare_config, train
 from bopkd.train.config import build_config
-from bopkd.train.trainer import Trainer, load_frozen_model, prepare_config, train
+from bopkd.train.networks import load_frozen_model
+from bopkd.train.trainer import Trainer
 
 SIZE = (64, 48)
 
@@ -79,7 +81,7 @@ def test_each_method_trains_with_finite_logged_terms(setup, method):
     out = tmp / f"student-{method}"
     summary = train(build_config(options=run_options(root, out, method=method, teacher=str(teacher))))
     last = summary["last"]
-    terms = REGISTRY[method].terms
+    terms = KD_METHODS[method].terms
     assert set(terms) <= set(last) and {"loss_cls", "loss_kpt", "loss"} <= set(last)
     assert all(math.isfinite(v) for v in last.values())
     assert all(last[t] > 0 for t in terms), last
@@ -140,8 +142,7 @@ def test_cli_student_with_teacher_kd_and_weight_then_predict(setup):
     assert state["config"]["kd"] == {
         "method": "ot",
         "teacher": str(teacher),
-        "weight": 2.5,
-        "options": {"detach_scores": True},
+        "options": {"weight": 2.5, "detach_scores": True},
     }
     # the 2-iteration student is not confident anywhere yet: every cell is a candidate (score_th 0)
     r = runner.invoke(
@@ -209,3 +210,42 @@ def test_resume_with_distillation_parameters(setup):
     summary = tr2.fit()
     assert summary["iterations"] == 3 and all(math.isfinite(v) for v in summary["last"].values())
     assert (out / "checkpoints" / ckpt.FINAL).is_file()
+
+
+def test_a_method_added_as_docs_extending_describes_trains_and_logs_its_term(setup):
+    """The recipe of docs/extending.md: a config dataclass, a KDMethod subclass registered with
+    ``@register_kd``, then ``kd.method`` in a training config; the toy method is removed afterwards."""
+    from dataclasses import dataclass
+
+    from bopkd.errors import BopkdError
+    from bopkd.losses.kd import KDMethod, register_kd, unregister_kd
+
+    @dataclass
+    class LogitL2Config:
+        weight: float = 1.0
+
+        def validate(self, source: str = "the kd config") -> LogitL2Config:
+            if not self.weight >= 0:
+                raise BopkdError(f"{source}: kd weight {self.weight} must be >= 0")
+            return self
+
+    @register_kd("toy-l2", config=LogitL2Config, summary="L2 between class logits", terms=("kd_toy_l2",))
+    class LogitL2(KDMethod):
+        def forward(self, student_out, batch, teacher_out=None, assignment=None):
+            s, t = student_out["cls_logits"].float(), teacher_out["cls_logits"].detach().float()
+            return {"kd_toy_l2": self.cfg.weight * (s - t).pow(2).mean()}
+
+    root, tmp, teacher = setup
+    out = tmp / "student-toy"
+    try:
+        cfg = build_config(
+            options=run_options(root, out, method="toy-l2", teacher=str(teacher)), kd_weight=0.5
+        )
+        assert cfg.kd.options == {"weight": 0.5}
+        summary = train(cfg)
+        assert summary["last"]["kd_toy_l2"] > 0 and math.isfinite(summary["last"]["kd_toy_l2"])
+        rows = list(csv.DictReader((out / "metrics.csv").read_text().splitlines()))
+        assert len(rows) == 2 and all(float(r["kd_toy_l2"]) > 0 for r in rows)
+    finally:
+        unregister_kd("toy-l2")
+    assert "toy-l2" not in KD_METHODS

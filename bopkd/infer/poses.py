@@ -12,15 +12,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from bopkd.data.records import ObjectInfo
 from bopkd.errors import BopkdError
 from bopkd.geometry.pnp import solve_pnp
 from bopkd.geometry.projection import apply_affine_2d
 from bopkd.models.decode import Detections, decode
+from bopkd.records import ObjectInfo
+
+if TYPE_CHECKING:
+    from bopkd.train.config import PredictConfig
 
 
 @dataclass
@@ -149,3 +153,55 @@ def predict_poses(
         )
         for b, d in enumerate(dets)
     ]
+
+
+def estimate_poses(
+    outputs: dict,
+    metas: list[dict],
+    targets: dict[tuple[int, int], set[int]],
+    obj_ids: list[int],
+    corners: np.ndarray,
+    p: PredictConfig,
+    seed: int = 0,
+    positive_lambda: float = 1.0,
+) -> list[list[PoseEstimate]]:
+    """Poses of one batch of network outputs: decode the confident cells, then EPnP-RANSAC per class.
+
+    Only the target objects of each image are solved; a crop (``meta["obj_id"]``) answers for its own
+    object only (its class is known from its box, as in WDRNet+'s zoom-in inference).
+
+    Args:
+        outputs: the network's outputs for a batch of B inputs (float32 ``cls_logits`` and ``kpts``, the
+            layout of ``bopkd/models/README_CONTRACT.md``).
+        metas: the B meta dicts (``K_orig`` (3, 3) of the original image, ``affine`` (3, 3) original px ->
+            input px, ``scene_id``, ``im_id``[, ``obj_id`` of a crop]).
+        targets: (scene_id, im_id) -> target object ids.
+        obj_ids: class index -> object id; corners: (C, 8, 3) mm box corners per class.
+        p: cell selection and PnP-RANSAC settings; seed: RANSAC seed; positive_lambda: sharpness of the
+            level distribution of the selected cells (``loss.positive_lambda``; :func:`decode`).
+    Returns:
+        per input, a list of :class:`PoseEstimate`.
+    """
+    dets = decode(outputs, score_th=p.score_th, num_cells=p.num_cells, positive_lambda=positive_lambda)
+    cls_of = {o: c for c, o in enumerate(obj_ids)}
+    out = []
+    for b, m in enumerate(metas):
+        wanted = targets.get((int(m["scene_id"]), int(m["im_id"])), set())
+        if "obj_id" in m:
+            keep = {cls_of[int(m["obj_id"])]} if int(m["obj_id"]) in wanted else set()
+        else:
+            keep = {c for c, o in enumerate(obj_ids) if o in wanted}
+        out.append(
+            poses_from_detections(
+                {c: d for c, d in dets[b].items() if c in keep},
+                corners,
+                obj_ids,
+                m["K_orig"],
+                m["affine"],
+                reproj_err=p.reproj_err,
+                pnp_iters=p.ransac_iters,
+                seed=seed,
+                refine=p.refine,
+            )
+        )
+    return out

@@ -14,13 +14,7 @@ from bopkd.data import BopDataset
 from bopkd.data.bop_json import load_json
 from bopkd.data.gt_info import depth_to_dist
 from bopkd.data.registry import DESCRIPTOR_NAME, get_spec
-from bopkd.data.synth import (
-    CAMERAS,
-    SynthConfig,
-    build_synthetic_dataset,
-    resolve_camera,
-    synth_config_from_options,
-)
+from bopkd.data.synth import SynthConfig, build_synthetic_dataset
 from bopkd.errors import BopkdError
 from bopkd.geometry.render import Renderer
 
@@ -281,7 +275,7 @@ def test_rerun_does_nothing_other_settings_need_force(tmp_path):
 
 
 def test_interrupted_build_resumes_at_the_first_unfinished_scene(tmp_path, monkeypatch):
-    import bopkd.data.synth as synth
+    import bopkd.data.synth.builder as synth
 
     cfg = SynthConfig(
         name="r", root=str(tmp_path), width=64, height=48, train=4, test=0, images_per_scene=2, objects=(1, 2)
@@ -308,54 +302,6 @@ def test_interrupted_build_resumes_at_the_first_unfinished_scene(tmp_path, monke
     assert seen == ["000001"]  # scene 0 was complete and kept
     assert (tmp_path / "r/train_pbr/000000/scene_gt.json").read_bytes() == first
     assert (tmp_path / "r" / DESCRIPTOR_NAME).exists()
-
-
-def test_camera_resolution_and_scaling(tmp_path):
-    cam = resolve_camera("lmo")
-    assert (cam.width, cam.height) == (640, 480) and cam.fx == 572.4114
-    small = resolve_camera("ycbv", 320, 240)
-    assert small.fx == pytest.approx(CAMERAS["ycbv"]["fx"] / 2) and small.cy == pytest.approx(
-        CAMERAS["ycbv"]["cy"] / 2
-    )
-    (tmp_path / "cam.json").write_text(
-        json.dumps({"fx": 500, "fy": 500, "cx": 100, "cy": 80, "width": 200, "height": 160})
-    )
-    own = resolve_camera(str(tmp_path / "cam.json"), 400, 320)
-    assert own.fx == 1000 and own.cx == 200
-    with pytest.raises(BopkdError, match="not a registered dataset"):
-        resolve_camera("nope")
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "match"),
-    [
-        ({"viewpoints": "sideways"}, "viewpoints 'sideways' unknown"),
-        ({"objects_per_image": (3, 2)}, "objects_per_image"),
-        ({"width": 100}, "--size must be WxH"),
-        ({"train": -1}, "--train and --test"),
-        ({"name": "a/b"}, "plain folder name"),
-    ],
-)
-def test_config_errors_are_readable(kwargs, match):
-    with pytest.raises(BopkdError, match=match):
-        SynthConfig(**kwargs)
-
-
-def test_options_and_yaml(tmp_path):
-    y = tmp_path / "s.yaml"
-    y.write_text("train: 7\nviewpoints: free\nobjects_per_image: [2, 3]\n")
-    cfg = synth_config_from_options(
-        "x", tmp_path, config=y, test=3, size="320x240", objects="1, 4", per_image="2"
-    )
-    assert (cfg.train, cfg.test, cfg.viewpoints, cfg.width, cfg.height) == (7, 3, "free", 320, 240)
-    assert cfg.objects == (1, 4) and cfg.objects_per_image == (2, 2)
-    y.write_text("trian: 7\n")
-    with pytest.raises(BopkdError, match="unknown setting.*trian"):
-        synth_config_from_options("x", tmp_path, config=y)
-    with pytest.raises(BopkdError, match="--size '640'"):
-        synth_config_from_options("x", tmp_path, size="640")
-    with pytest.raises(BopkdError, match="no such procedural object"):
-        build_synthetic_dataset(SynthConfig(name="x", root=str(tmp_path), objects=(42,)))
 
 
 def test_cli_errors_are_one_line(monkeypatch, capsys, tmp_path):

@@ -7,12 +7,12 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
-from bopkd.data.records import ObjectInfo
 from bopkd.errors import BopkdError
 from bopkd.geometry.projection import apply_affine_2d, project_points
+from bopkd.infer.poses import class_corners, predict_poses
 from bopkd.models.decode import decode
 from bopkd.models.posenet import ModelConfig, build_model
-from bopkd.models.predict import class_corners, predict_poses
+from bopkd.records import ObjectInfo
 
 K = np.array([[572.4114, 0.0, 325.2611], [0.0, 573.57043, 242.04899], [0.0, 0.0, 1.0]])
 INFOS = {

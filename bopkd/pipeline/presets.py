@@ -4,13 +4,15 @@ A preset fixes, for one dataset:
 
 - the dataset stage: the BOP parts to download for a registered dataset (``lmo``, ``lm``, ``ycbv``,
   ``tless``), or the settings of :class:`bopkd.data.synth.SynthConfig` for a synthetic one;
-- the training runs: a training preset of :data:`bopkd.train.config.PRESETS` plus overrides shared by
+- the training runs: a training preset of :data:`bopkd.train.presets.TRAIN_PRESETS` plus overrides shared by
   all runs (``train``), the teacher's own (``teacher``) and the students' own (``student``), as nested
   dicts of :class:`bopkd.train.config.RunConfig` keys; the teacher backbone; the default student
   backbones and seeds;
-- the distillation weight of each method (``kd_weights``; a method absent there keeps its registry
+- the options of each distillation method (``kd_options``: fields of the method's config in
+  :mod:`bopkd.losses.kd`), its weight among them (``{"ot": {"weight": 5.0}}``; ``fkd+ot`` weighs its OT
+  term, ``{"fkd+ot": {"ot": {"weight": 5.0}}}``); a method without a weight there keeps its config's
   default: ``pred`` 5, ``fkd`` 1, ``ot`` 5 as ``--kd_weight 5`` of Guo et al.'s code, ``fkd+ot`` 5 on its
-  OT term) and method options (``kd_options``, fields of the method's config);
+  OT term;
 - inference overrides (``predict``, ``key=value`` strings of ``bopkd predict --set``) and the metrics
   scored.
 
@@ -54,14 +56,13 @@ class Variant:
         tag: letters and digits; joins the stage name (``student-<backbone>-<method>-<tag>-s<seed>``) and
             the BOP method name (``bopkd-<method>-<tag>-<backbone>-s<seed>-<preset>``).
         method: the distillation method.
-        weight: its weight (None: the preset's weight of the method).
-        options: method options merged over the preset's ``kd_options`` of the method.
+        options: method options merged over the preset's ``kd_options`` of the method; its weight too
+            (``{"weight": 2.0}``, for ``fkd+ot`` ``{"ot": {"weight": 2.0}}``).
         seeds: the seeds it is trained with.
     """
 
     tag: str
     method: str
-    weight: float | None = None
     options: dict = field(default_factory=dict)
     seeds: tuple[int, ...] = (0, 1, 2)
 
@@ -81,7 +82,6 @@ class PipelinePreset:
     train: dict = field(default_factory=dict)
     teacher: dict = field(default_factory=dict)
     student: dict = field(default_factory=dict)
-    kd_weights: dict = field(default_factory=dict)
     kd_options: dict = field(default_factory=dict)
     predict: tuple[str, ...] = ()
     metrics: tuple[str, ...] = ("bop19", "ad")
@@ -164,16 +164,16 @@ def _study_from_experiment(experiment: PipelinePreset) -> PipelinePreset:
         seeds=(0, 1, 2, 3, 4),
         student={"iters": STUDY_STUDENT_ITERS},
         variants=(
-            Variant("w2", "ot", 2.0),
-            Variant("w10", "ot", 10.0),
-            Variant("detached", "ot", None, {"detach_scores": True}),
+            Variant("w2", "ot", {"weight": 2.0}),
+            Variant("w10", "ot", {"weight": 10.0}),
+            Variant("detached", "ot", {"detach_scores": True}),
         ),
     )
 
 
 _EXPERIMENT = _experiment_from_demo()
 
-PRESETS: dict[str, PipelinePreset] = {
+PIPELINE_PRESETS: dict[str, PipelinePreset] = {
     "demo": _DEMO,
     "experiment": _EXPERIMENT,
     "study": _study_from_experiment(_EXPERIMENT),
@@ -217,7 +217,7 @@ PRESETS: dict[str, PipelinePreset] = {
         # reference has none for darknet_tiny_h (pretrained=False); pytorchcv's ImageNet darknet_tiny file,
         # which it loads for darknet_tiny, is given with --set student@darknet-tiny.model.pretrained=PATH.
         student={"model": {"pretrained": False}},
-        kd_weights={"ot": 5.0},
+        kd_options={"ot": {"weight": 5.0}},
     ),
 }
 
@@ -227,9 +227,10 @@ DEFAULT_PRESET = "quick"
 
 
 def get_preset(name: str) -> PipelinePreset:
-    if name not in PRESETS:
-        raise BopkdError(f"unknown pipeline preset {name!r}: use one of {', '.join(PRESETS)}")
-    return PRESETS[name]
+    """The pipeline preset ``name``; a one-line :class:`BopkdError` listing the presets if unknown."""
+    if name not in PIPELINE_PRESETS:
+        raise BopkdError(f"unknown pipeline preset {name!r}: use one of {', '.join(PIPELINE_PRESETS)}")
+    return PIPELINE_PRESETS[name]
 
 
 def default_preset(dataset: str) -> str:

@@ -1,11 +1,9 @@
-"""Tests of ``bopkd run-pipeline`` (bopkd/pipeline.py): the demo end to end at a tiny size, skipping on
+"""Tests of ``bopkd run-pipeline`` (bopkd/pipeline/run.py): the demo end to end at a tiny size, skipping on
 rerun, rerunning exactly what a changed setting affects, resuming after a kill, the lock, and lmo via a
 local mirror serving archives built from the real LM-O sample."""
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import json
 import os
 import shutil
@@ -21,80 +19,12 @@ from typer.testing import CliRunner
 
 from bopkd.cli import app
 from bopkd.errors import BopkdError
-from bopkd.pipeline import (
-    PipelineOptions,
-    RunLock,
-    _Tee,
-    build_plan,
-    forced_names,
-    parse_sets,
-    run_pipeline,
-)
+from bopkd.pipeline import PipelineOptions, run_pipeline
+from tests.pipeline.tiny_demo import inside, records, tiny_args, tiny_options
 from tests.zip_helpers import HF, make_lmo_archives, make_zip_from_dir, served_sizes
 
-REPO = Path(__file__).resolve().parents[1]
 #: Method names in the result files where they differ from the KD method's name.
 SITE_NAMES = {"fkd+ot": "fkdot"}
-
-#: A demo small enough for a test: 3 objects, 10 train + 3 test images, a few iterations; score_th 0 so
-#: that the barely trained networks still output a pose for every target.
-TINY_SETS = [
-    "synth.train=10",
-    "synth.test=3",
-    "synth.width=320",
-    "synth.height=240",
-    "train.data.num_workers=0",
-    "train.data.crop_size=64",
-    "train.batch_size=2",
-    "train.ckpt_every=2",
-    "teacher.iters=4",
-    "student.iters=2",
-    "predict.predict.score_th=0.0",
-]
-
-
-@contextlib.contextmanager
-def inside(folder: Path):
-    """Run in ``folder``: the pipeline gets relative paths, so a copied folder is a valid run folder too."""
-    old = Path.cwd()
-    os.chdir(folder)
-    try:
-        yield folder
-    finally:
-        os.chdir(old)
-
-
-def tiny_args(*extra: str, methods: str | None = None) -> list[str]:
-    args = [
-        "run-pipeline",
-        "demo",
-        "--device",
-        "cpu",
-        "--threads",
-        "1",
-    ]
-    for s in TINY_SETS:
-        args += ["--set", s]
-    if methods:
-        args += ["--methods", methods]
-    return args + list(extra)
-
-
-def tiny_options(methods=None, sets=(), **kw) -> PipelineOptions:
-    return PipelineOptions(
-        dataset="demo",
-        device="cpu",
-        threads=1,
-        methods=methods,
-        sets=[*TINY_SETS, *sets],
-        progress=False,
-        **kw,
-    )
-
-
-def records(tmp: Path, preset: str = "demo", dataset: str = "demo") -> dict[str, dict]:
-    d = tmp / "runs" / f"{dataset}-{preset}" / "stages"
-    return {p.stem: json.loads(p.read_text()) for p in sorted(d.glob("*.json"))}
 
 
 @pytest.fixture(scope="module")
@@ -306,36 +236,6 @@ def test_detections_rerun_only_predictions_and_every_csv_passes_bopkd_check(demo
     assert r.output.count("OK results/") == 12 and r.output.count("not valid for submission") == 6
 
 
-def test_gt_box_notice_and_detections_settings_of_a_bop_dataset(tmp_path):
-    base = {"dataset": "lmo", "device": "cpu", "progress": False, "methods": ["none"]}
-    plan = build_plan(PipelineOptions(**base))
-    assert "GT-box results (protocol oracle-gt-boxes" in plan.notice
-    assert "not valid for submission" in plan.notice and "--detections FILE" in plan.notice
-    assert "detections" not in plan.stage("predict-teacher").config  # earlier runs' settings hashes stand
-    dets = tmp_path / "dets.json"
-    dets.write_text(
-        json.dumps([{"scene_id": 2, "image_id": 3, "category_id": 1, "bbox": [1, 2, 3, 4], "score": 1}])
-    )
-    with_dets = build_plan(PipelineOptions(**base, detections=dets))
-    assert with_dets.notice is None
-    for name in ("predict-teacher", "predict-tiny-cpu-none-s0"):
-        c = with_dets.stage(name).config
-        assert c["detections"] == str(dets) and len(c["detections_sha256"]) == 64
-        assert with_dets.stage(name).config_hash != plan.stage(name).config_hash
-    assert with_dets.stage("teacher").config_hash == plan.stage("teacher").config_hash
-    # a whole-image preset takes no boxes: nothing to say, and detections are refused
-    full = ["train.data.mode=full", "train.data.input_size=[160,128]"]
-    assert build_plan(PipelineOptions(**base, sets=full)).notice is None
-    with pytest.raises(BopkdError, match="whole images.*drop --detections"):
-        build_plan(PipelineOptions(**base, sets=full, detections=dets))
-    # a bad detections file stops the run before any training
-    dets.write_text("{}")
-    with pytest.raises(BopkdError, match=f"{dets}: a JSON dict, expected a list of detections"):
-        build_plan(PipelineOptions(**base, detections=dets))
-    with pytest.raises(BopkdError, match="missing file"):
-        build_plan(PipelineOptions(**base, detections=tmp_path / "nope.json"))
-
-
 # --- resume after a kill; the lock ---------------------------------------------------------------------
 
 
@@ -412,143 +312,7 @@ def test_killed_during_training_resumes_from_the_checkpoint_and_a_second_run_is_
     assert (tmp_path / "reports" / "demo-demo" / "report.html").is_file()
 
 
-def test_lock_names_the_holder_and_is_released_on_exit(tmp_path):
-    paths = [tmp_path / "runs" / "x" / ".lock"]
-    code = (
-        "import sys, time; from pathlib import Path; from bopkd.pipeline import RunLock\n"
-        f"with RunLock([Path({str(paths[0])!r})]):\n    print('locked', flush=True); time.sleep(60)\n"
-    )
-    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "locked"
-        with (
-            pytest.raises(BopkdError, match=rf"in use by another bopkd run-pipeline \(pid {holder.pid},"),
-            RunLock(paths),
-        ):
-            pass
-    finally:
-        holder.kill()
-        holder.wait()
-    with RunLock(paths):  # released by the OS when the holder died
-        assert json.loads(paths[0].read_text())["pid"] == os.getpid()
-
-
-# --- planning, options and logs (no training) ----------------------------------------------------------
-
-
-def test_plan_orders_stages_and_scopes_overrides(tmp_path):
-    plan = build_plan(
-        tiny_options(methods=["none", "ot"], sets=["student@ot.iters=7", "student@tiny-cpu.optim.lr=3e-3"])
-    )
-    names = [s.name for s in plan.stages]
-    assert names == [
-        "data",
-        "teacher",
-        "predict-teacher",
-        "score-teacher",
-        "student-tiny-cpu-none-s0",
-        "predict-tiny-cpu-none-s0",
-        "score-tiny-cpu-none-s0",
-        "student-tiny-cpu-ot-s0",
-        "predict-tiny-cpu-ot-s0",
-        "score-tiny-cpu-ot-s0",
-        "report",
-    ]
-    none, ot = plan.stage("student-tiny-cpu-none-s0"), plan.stage("student-tiny-cpu-ot-s0")
-    assert none.config["iters"] == 2 and ot.config["iters"] == 7
-    assert none.config["optim"]["lr"] == ot.config["optim"]["lr"] == 3e-3
-    assert ot.config["kd"]["method"] == "ot" and ot.config["kd"]["weight"] == 5.0
-    assert "teacher" not in ot.config["kd"] and "device" not in ot.config  # not part of the settings hash
-    assert plan.stage("teacher").config["model"]["backbone"] == "darknet-tiny-h"
-    assert plan.stage("data").config["synth"]["train"] == 10
-    assert forced_names(plan, ["student"]) == {"student-tiny-cpu-none-s0", "student-tiny-cpu-ot-s0"}
-    assert forced_names(plan, ["score-*"]) == {
-        "score-teacher",
-        "score-tiny-cpu-none-s0",
-        "score-tiny-cpu-ot-s0",
-    }
-    with pytest.raises(BopkdError, match="matches no stage"):
-        forced_names(plan, ["nope"])
-
-
-@pytest.mark.parametrize("preset", ["demo", "experiment", "study", "quick", "paper"])
-def test_every_preset_plans_a_synthetic_run(preset):
-    """Every preset's settings validate (synth, training, KD options) into a plan of 5 methods x its seeds
-    (plus its variants); no preset trains the paper's OT with detached scores except a variant named so."""
-    from bopkd.pipeline_presets import get_preset
-
-    plan = build_plan(PipelineOptions(dataset="mysynth", preset=preset, device="cpu", progress=False))
-    p = get_preset(preset)
-    students = [s for s in plan.stages if s.name.startswith("student-")]
-    n_variants = sum(len(v.seeds) for v in p.variants)
-    assert len(students) == (5 * len(p.seeds) + n_variants) * len(p.students)
-    assert plan.stage("data").config["synth"]["name"] == "mysynth"
-    for st in students:
-        kd = st.config["kd"]
-        opts = kd.get("options") or {}
-        detached = opts.get("detach_scores") or (opts.get("ot") or {}).get("detach_scores")
-        assert not detached or "-detached-" in st.name, st.name
-        assert st.config["loss"]["reduction"] == "sum"
-
-
-def test_study_preset_runs_five_seeds_a_weight_sweep_and_the_detached_ablation():
-    plan = build_plan(
-        PipelineOptions(
-            dataset="lmosynth", preset="study", device="cpu", progress=False, sets=["synth.models=procedural"]
-        )
-    )
-    students = {s.name: s.config for s in plan.stages if s.kind == "student"}
-    for m in ("none", "pred", "fkd", "ot", "fkd+ot"):
-        assert {c["seed"] for n, c in students.items() if n.startswith(f"student-tiny-cpu-{m}-s")} == set(
-            range(5)
-        )
-    weights = {
-        c["kd"]["weight"]
-        for n, c in students.items()
-        if "-ot-w" in n or n.startswith("student-tiny-cpu-ot-s")
-    }
-    assert weights == {2.0, 5.0, 10.0}
-    det = [c for n, c in students.items() if "-ot-detached-" in n]
-    assert len(det) == 3 and all(
-        c["kd"]["options"]["detach_scores"] is True and c["kd"]["weight"] == 5.0 for c in det
-    )
-    # the variants share the study's teacher and data; their results carry the variant's tag
-    pred = plan.stage("predict-tiny-cpu-ot-w10-s2").config
-    assert pred["method"] == "bopkd-ot-w10-tinycpu-s2-study"
-    assert plan.stage("student-tiny-cpu-ot-w10-s2").deps == ["data", "teacher"]
-
-
-def test_experiment_preset_is_the_first_experiments_setting():
-    """The README's first experiment: 3 seeds, GT-box crops, LINEMOD-like views, the teacher wider than the students."""
-    plan = build_plan(
-        PipelineOptions(
-            dataset="lmosynth",
-            preset="experiment",
-            device="cpu",
-            progress=False,
-            sets=["synth.models=procedural"],
-        )
-    )
-    seeds = {s.config["seed"] for s in plan.stages if s.name.startswith("student-")}
-    assert seeds == {0, 1, 2}
-    synth = plan.stage("data").config["synth"]
-    assert synth["viewpoints"] == "linemod" and len(synth["objects"]) == 3
-    teacher, ot = plan.stage("teacher").config, plan.stage("student-tiny-cpu-ot-s1").config
-    assert teacher["data"]["mode"] == ot["data"]["mode"] == "crop"
-    assert ot["kd"]["weight"] == 5.0 and not ot["kd"].get("options", {}).get("detach_scores")
-
-
-@pytest.mark.parametrize(
-    "bad, match",
-    [
-        (["iters=3"], "SCOPE.key=value"),
-        (["teacher@x.iters=3"], "SCOPE.key=value"),
-        (["synth.a.b=1"], "flat"),
-    ],
-)
-def test_bad_sets_are_one_line_errors(bad, match):
-    with pytest.raises(BopkdError, match=match):
-        parse_sets(bad)
+# --- one-line errors of the command ----------------------------------------------------------------------
 
 
 def test_bad_options_are_one_line_cli_errors(tmp_path, monkeypatch):
@@ -569,18 +333,6 @@ def test_bad_options_are_one_line_cli_errors(tmp_path, monkeypatch):
         cwd=tmp_path,
     )
     assert r.returncode == 2 and "Traceback" not in r.stderr and "unknown distillation method" in r.stderr
-
-
-def test_tee_keeps_the_last_state_of_progress_lines(tmp_path):
-    import io
-
-    console, log = io.StringIO(), io.StringIO()
-    t = _Tee(console, log)
-    t.write("start\n\r 10%|#  |\r 50%|### |")
-    t.write("\r100%|#####|\n\x1b[32mgreen\x1b[0m line\npartial")
-    t.close_line()
-    assert log.getvalue() == "start\n100%|#####|\ngreen line\npartial\n"
-    assert console.getvalue().startswith("start\n\r 10%")
 
 
 # --- lmo --preset quick against a local mirror -----------------------------------------------------------
@@ -615,7 +367,7 @@ def lmo_mirror(lmo_sample_root, tmp_path_factory):
 
 @pytest.mark.slow
 def test_lmo_quick_against_a_local_mirror(lmo_mirror, tmp_path, monkeypatch):
-    from bopkd.data.registry import REGISTRY
+    from bopkd.data.registry import DATASETS
     from tests.http_server import TestHTTPServer
 
     monkeypatch.chdir(tmp_path)
@@ -628,7 +380,7 @@ def test_lmo_quick_against_a_local_mirror(lmo_mirror, tmp_path, monkeypatch):
         "student.iters=2",
         "predict.predict.score_th=0.0",
     ]
-    monkeypatch.setitem(REGISTRY, "lmo", served_sizes(REGISTRY["lmo"], lmo_mirror))
+    monkeypatch.setitem(DATASETS, "lmo", served_sizes(DATASETS["lmo"], lmo_mirror))
     with TestHTTPServer(lmo_mirror) as server:
         monkeypatch.setenv("BOPKD_MIRROR", server.url)
         args = ["run-pipeline", "lmo", "--device", "cpu", "--threads", "1", "--methods", "none,ot"]
@@ -671,102 +423,3 @@ def test_lmo_quick_against_a_local_mirror(lmo_mirror, tmp_path, monkeypatch):
             )
         )
         assert res.executed == [] and server.log == []
-
-
-def test_lock_of_a_killed_run_held_by_its_forked_children_is_waited_for(tmp_path):
-    lock = tmp_path / "runs" / "x" / ".lock"
-    code = (
-        "import os, sys, time; from pathlib import Path; from bopkd.pipeline import RunLock\n"
-        f"with RunLock([Path({str(lock)!r})]):\n"
-        "    if os.fork() == 0:\n        time.sleep(4); os._exit(0)\n"  # a child sharing the lock, like a DataLoader worker
-        "    print('locked', flush=True); time.sleep(60)\n"
-    )
-    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    assert holder.stdout.readline().strip() == "locked"
-    holder.kill()
-    holder.wait()
-    with (
-        pytest.raises(BopkdError, match=rf"processes left by a killed run \(pid {holder.pid},"),
-        RunLock([lock], orphan_wait_s=0),
-    ):
-        pass
-    t0 = time.monotonic()
-    with RunLock([lock], orphan_wait_s=30):
-        assert time.monotonic() - t0 > 0.5  # waited for the orphan to exit
-
-
-def test_multi_gpu_training_runs_bopkd_train_under_its_own_launcher(tmp_path, monkeypatch):
-    """--gpus N: a training stage runs ``bopkd train ROLE --config CFG --resume --gpus N`` (which re-launches
-    under torchrun) with the stage's full config; no GPU is needed to check the command and the config."""
-    import bopkd.pipeline as pl
-    from bopkd.pipeline import StageContext
-    from bopkd.train.config import build_config
-
-    monkeypatch.chdir(tmp_path)
-    plan = build_plan(tiny_options(methods=["ot"], seeds=[3, 4], gpus=2))
-    assert [s.name for s in plan.stages if s.kind == "student"] == [
-        "student-tiny-cpu-ot-s3",
-        "student-tiny-cpu-ot-s4",
-    ]
-    assert plan.stage("teacher").config["seed"] == 3 and plan.stage("teacher").config["gpus"] == 2
-    calls = []
-
-    def fake_run(cmd, log):
-        calls.append(cmd)
-        run_dir = Path(cmd[cmd.index("--config") + 1]).parent
-        (run_dir / "checkpoints").mkdir(parents=True)
-        (run_dir / "checkpoints" / "final.pt").write_bytes(b"x")
-
-    monkeypatch.setattr(pl, "_run_subprocess", fake_run)
-    st = plan.stage("student-tiny-cpu-ot-s4")
-    teacher_rec = {"info": {"checkpoint": "runs/t/checkpoints/final.pt"}, "outputs": {}}
-    ctx = StageContext(
-        st,
-        {"data": {}, "teacher": teacher_rec},
-        "f" * 64,
-        Path("runs/demo-demo"),
-        False,
-        None,
-        False,
-        print,
-        plan.options,
-    )
-    out = st.action(ctx)
-    (cmd,) = calls
-    assert cmd[:5] == [sys.executable, "-m", "bopkd", "train", "student"]
-    assert cmd[5] == "--config" and cmd[-3:] == ["--resume", "--gpus", "2"]
-    assert cmd[7:-3] == ["--backbone", "tiny-cpu", "--kd", "ot", "--teacher", "runs/t/checkpoints/final.pt"]
-    # the command line parses (typer) into the same config: run it with a training stub
-    import bopkd.train.trainer as trainer_mod
-
-    seen = {}
-    monkeypatch.setattr(
-        trainer_mod, "train", lambda c, resume=False, **k: seen.update(cfg=c, resume=resume) or None
-    )
-    monkeypatch.setattr(trainer_mod.dist_utils, "launched_by_torchrun", lambda: True)
-    r = CliRunner().invoke(app, cmd[3:])
-    assert r.exit_code == 0, r.output
-    assert (
-        seen["resume"] and seen["cfg"].kd.teacher == "runs/t/checkpoints/final.pt" and seen["cfg"].seed == 4
-    )
-    cfg = build_config(config_file=cmd[cmd.index("--config") + 1])
-    assert cfg.gpus == 2 and cfg.seed == 4 and cfg.kd.method == "ot"
-    assert cfg.kd.teacher == "runs/t/checkpoints/final.pt"
-    assert cfg.out == str(Path("runs/demo-demo/train") / f"student-tiny-cpu-ot-s4-{'f' * 10}")
-    assert out.files == [Path(cfg.out) / "checkpoints" / "final.pt"]
-
-
-def test_settings_added_later_keep_old_hashes_at_their_neutral_value():
-    """A stage recorded before a setting existed stays done while the setting keeps its neutral value."""
-    from bopkd.pipeline import NEUTRAL_TRAIN_DEFAULTS, canonical_hash, hashed_train_config
-
-    plan = build_plan(PipelineOptions(dataset="mysynth", preset="demo", device="cpu", progress=False))
-    cfg = plan.stage("teacher").params["full"]
-    old = copy.deepcopy(cfg)
-    for k in NEUTRAL_TRAIN_DEFAULTS:  # the config as written before these keys existed
-        section, key = k.split(".")
-        old[section].pop(key)
-    assert canonical_hash(hashed_train_config(cfg)) == canonical_hash(hashed_train_config(old))
-    changed = copy.deepcopy(cfg)
-    changed["optim"]["anneal"] = "linear"
-    assert canonical_hash(hashed_train_config(changed)) != canonical_hash(hashed_train_config(cfg))

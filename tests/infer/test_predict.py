@@ -1,4 +1,4 @@
-"""Inference and BOP CSV export (bopkd.train.predict): protocols, names, times, sidecar."""
+"""Inference and BOP CSV export (bopkd.infer.predict): protocols, names, times, sidecar."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from bopkd.data.dataset import BopDataset
 from bopkd.errors import BopkdError
 from bopkd.eval.naming import parse_result_name
 from bopkd.eval.submission import read_submission
-from bopkd.train.predict import predict
-from bopkd.train.trainer import Trainer, prepare_config
+from bopkd.infer.predict import predict
+from bopkd.train.command import prepare_config
+from bopkd.train.trainer import Trainer
 
 FAST = ["cpu_threads=1"]
 

@@ -1,0 +1,16 @@
+"""Fixtures of the inference tests; the dataset and trained run they share with the training tests are
+in :mod:`tests.learning_data`."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _one_cpu_thread():
+    """Inference tests run with one torch thread (much faster on a busy shared machine); restored after."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
