@@ -48,7 +48,7 @@ class Origins(dict):
             if path in self:
                 return self[path]
             path = path.rpartition(".")[0]
-        return "the defaults"
+        return self.get("", "the defaults")
 
 
 def _type_name(tp: Any) -> str:
@@ -152,7 +152,7 @@ def _convert(tp: Any, value: Any, path: str, origins: Origins) -> Any:
 
 
 def _build(cls: type, d: Any, path: str, origins: Origins) -> Any:
-    where = path or "the config"
+    where = path or origins.get("", "the config")
     if isinstance(d, cls):
         return d
     if not isinstance(d, dict):

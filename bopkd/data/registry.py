@@ -12,9 +12,10 @@ is described by its folder and a small descriptor file, :data:`DESCRIPTOR_NAME`.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from bopkd.config import from_dict
 from bopkd.errors import BopkdError
 
 #: File that ``bopkd synth`` writes into a dataset folder to describe an unregistered dataset.
@@ -95,23 +96,21 @@ class DatasetSpec:
         return d
 
     @classmethod
-    def from_descriptor(cls, d: dict) -> DatasetSpec:
-        return cls(
-            name=str(d["name"]),
-            title=str(d.get("title", d["name"])),
-            obj_ids=tuple(int(i) for i in d["obj_ids"]),
-            symmetric_obj_ids=tuple(int(i) for i in d.get("symmetric_obj_ids", ())),
-            im_size=tuple(int(v) for v in d["im_size"]),
-            test_scene_ids=tuple(int(i) for i in d.get("test_scene_ids", ())),
-            splits=tuple(d.get("splits", ("test",))),
-            test_split=str(d.get("test_split", "test")),
-            depth_range=None if d.get("depth_range") is None else tuple(float(v) for v in d["depth_range"]),
-            vsd_delta=float(d.get("vsd_delta", 15.0)),
-            camera_file=str(d.get("camera_file", "camera.json")),
-            eval_models=str(d.get("eval_models", "models_eval")),
-            parts={},
-            registered=False,
-        )
+    def from_descriptor(cls, d: dict, source: str = "the dataset descriptor") -> DatasetSpec:
+        """The spec a ``bopkd_dataset.json`` descriptor states (:meth:`to_descriptor`), read by
+        :func:`bopkd.config.from_dict`; ``title``, ``symmetric_obj_ids``, ``test_scene_ids`` and ``splits``
+        may be left out (the name, none, none, ``test``); ``synth``, the settings ``bopkd synth`` built
+        the dataset with, is not part of the spec."""
+        if not isinstance(d, dict):
+            raise BopkdError(f"{source}: expected a mapping of keys, got {type(d).__name__}")
+        if "parts" in d or "registered" in d:
+            raise BopkdError(f"{source}: 'parts' and 'registered' are not descriptor keys")
+        optional = {"symmetric_obj_ids": [], "test_scene_ids": [], "splits": ["test"]}
+        if "name" in d:
+            optional["title"] = d["name"]
+        stated = {k: v for k, v in d.items() if k != "synth"}
+        spec = from_dict(cls, {**optional, **stated}, source=source)
+        return replace(spec, registered=False)
 
 
 def _std_parts(
@@ -226,8 +225,14 @@ def get_spec(name: str, root: str | Path | None = None) -> DatasetSpec:
     folder = Path(root) / name if root is not None else None
     if folder is not None and (folder / DESCRIPTOR_NAME).is_file():
         try:
-            return DatasetSpec.from_descriptor(json.loads((folder / DESCRIPTOR_NAME).read_text()))
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            return DatasetSpec.from_descriptor(
+                json.loads((folder / DESCRIPTOR_NAME).read_text()), source=str(folder / DESCRIPTOR_NAME)
+            )
+        except BopkdError as e:
+            raise BopkdError(
+                f"malformed dataset descriptor: {e}; rebuild it with bopkd synth {name}"
+            ) from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise BopkdError(
                 f"{folder / DESCRIPTOR_NAME}: malformed dataset descriptor ({e}); rebuild it with bopkd synth {name}"
             ) from None

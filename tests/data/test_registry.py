@@ -47,6 +47,10 @@ def test_descriptor_round_trip(tmp_path):
     (tmp_path / "demo" / DESCRIPTOR_NAME).write_text("{}")
     with pytest.raises(BopkdError, match="malformed dataset descriptor"):
         get_spec("demo", tmp_path)
+    bad = {**spec.to_descriptor(), "obj_ids": [1, "two"]}
+    (tmp_path / "demo" / DESCRIPTOR_NAME).write_text(json.dumps(bad))
+    with pytest.raises(BopkdError, match=r"'obj_ids' \(from .*bopkd_dataset.json\): expected an integer"):
+        get_spec("demo", tmp_path)
 
 
 def test_descriptor_overrides_registry_for_synthetic_lookalike(oracle_root):
