@@ -196,7 +196,7 @@ class Renderer:
             hit = np.isfinite(t_hit)
             depth = np.where(hit, t_hit, 0.0).astype(np.float64)
             prim_raw = ans["primitive_ids"].numpy()
-            prim = np.where(hit, prim_raw, -1).astype(np.int64)
+            prim = np.where(hit, prim_raw.astype(np.int64), -1)
             layer = InstanceLayer(box=box, depth=depth, prim=prim)
             if uv:
                 layer.uv = ans["primitive_uvs"].numpy()

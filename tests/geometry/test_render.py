@@ -30,6 +30,19 @@ def test_fronto_parallel_plane_depth_and_extent():
     assert (out.normals[hit][:, 2] < 0).all()  # facing the camera
 
 
+def test_layer_triangle_ids_are_minus_one_on_a_miss():
+    K = np.array([[100.0, 0, 40], [0, 100.0, 30], [0, 0, 1]])
+    r = Renderer(80, 60)
+    r.add_object(1, _square())
+    # A tilted square leaves pixels of its projected box unhit.
+    c, s = np.cos(0.7), np.sin(0.7)
+    R = np.array([[c, -s, 0], [s, c, 0], [0, 0, 1.0]])
+    (layer,) = r.render_layers(K, [(1, R, np.array([0.0, 0.0, 500.0]))])
+    hit = layer.depth > 0
+    assert layer.prim.dtype == np.int64 and (~hit).any()
+    assert (layer.prim[~hit] == -1).all() and set(np.unique(layer.prim[hit])) <= {0, 1}
+
+
 def test_occlusion_nearest_wins():
     K = np.array([[100.0, 0, 40], [0, 100.0, 30], [0, 0, 1]])
     r = Renderer(80, 60)
