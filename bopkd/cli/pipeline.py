@@ -100,6 +100,15 @@ def run_pipeline_cmd(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the stage plan and what is already done; run nothing.")
     ] = False,
+    family: Annotated[
+        str | None,
+        typer.Option(
+            "--family",
+            help="sparse (WDR-style keypoint networks), dense (ZebraPose-style surface-code networks, stages "
+            "named teacher-dense, student-dense-...) or both, side by side in one report. Default: the preset's "
+            "(sparse for every preset).",
+        ),
+    ] = None,
 ) -> None:
     """Run every stage, from the dataset to a BOP-scored comparison report of all distillation methods.
 
@@ -128,6 +137,7 @@ def run_pipeline_cmd(
         mirror=mirror,
         detections=detections,
         dry_run=dry_run,
+        family=family,
     )
     res = run_pipeline(opts, console=console)
     if not dry_run:

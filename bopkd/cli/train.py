@@ -47,12 +47,21 @@ ResumeOpt = Annotated[
 GpusOpt = Annotated[
     int | None, typer.Option("--gpus", min=1, help="Processes (GPUs) for DDP; >1 re-launches under torchrun.")
 ]
+FamilyOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--family",
+        help="Pose family: sparse (WDRNet-style keypoints, default) or dense (ZebraPose-style surface codes on "
+        "zoom-in crops; needs data.mode=crop and data.crop_size = 2 * dense.out_size). Writes 'family'.",
+    ),
+]
 
 
 def _train_options(
-    dataset, root, iters, batch_size, lr, device, out, backbone=None, kd=None, teacher=None
+    dataset, root, iters, batch_size, lr, device, out, backbone=None, kd=None, teacher=None, family=None
 ) -> dict:
     return {
+        "family": family,
         "data": {"dataset": dataset, "root": None if root is None else str(root)},
         "model": {"backbone": backbone},
         "optim": {"lr": lr},
@@ -99,6 +108,7 @@ def train_teacher(
     backbone: Annotated[
         str | None, typer.Option("--backbone", help="Backbone preset or timm name (default darknet53).")
     ] = None,
+    family: FamilyOpt = None,
 ) -> None:
     """Train a teacher network (default darknet53) on a BOP dataset's training split.
 
@@ -109,7 +119,7 @@ def train_teacher(
         "teacher",
         preset,
         config,
-        _train_options(dataset, root, iters, batch_size, lr, device, out, backbone),
+        _train_options(dataset, root, iters, batch_size, lr, device, out, backbone, family=family),
         set_,
         resume,
         gpus,
@@ -160,6 +170,7 @@ def train_student(
             "fkd+ot); default: the method's (ot 5, pred 5, fkd 1).",
         ),
     ] = None,
+    family: FamilyOpt = None,
 ) -> None:
     """Train a compact student network, distilled from a frozen teacher with --kd/--teacher, or the baseline
     without distillation (--kd none). Method options: --set kd.options.NAME=VALUE (e.g. kd.options.detach_scores=true)."""
@@ -167,7 +178,7 @@ def train_student(
         "student",
         preset,
         config,
-        _train_options(dataset, root, iters, batch_size, lr, device, out, backbone, kd, teacher),
+        _train_options(dataset, root, iters, batch_size, lr, device, out, backbone, kd, teacher, family),
         set_,
         resume,
         gpus,

@@ -22,7 +22,6 @@ and suyz526/ZebraPose ``zebrapose/binary_code_helper/CNN_output_to_pose.py`` (``
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import NamedTuple
 
 import cv2
@@ -30,50 +29,10 @@ import numpy as np
 import torch
 
 from bopkd.errors import BopkdError
+from bopkd.train.dense_config import DensePnPConfig
 
-PNP_METHODS = {"epnp": cv2.SOLVEPNP_EPNP, "sqpnp": cv2.SOLVEPNP_SQPNP}
-
-
-@dataclass
-class DensePnPConfig:
-    """Settings of dense decoding + PnP (defaults: ZebraPose's code, OpenCV branch).
-
-    Attributes:
-        mask_threshold: mask probability above which a pixel is used (0.5).
-        bit_threshold: probability above which a bit is 1 (0.5).
-        reproj_err: RANSAC inlier threshold, px in the original image (2).
-        iters: RANSAC iterations (150).
-        confidence: RANSAC confidence (OpenCV's default 0.99).
-        method: minimal solver inside RANSAC, "epnp" (the reference) or "sqpnp".
-        refine: refine on the inliers with ``cv2.solvePnPRefineLM``.
-        min_points: fewest correspondences to try PnP (6).
-        seed: seed of OpenCV's RNG, so a result is reproducible.
-    """
-
-    mask_threshold: float = 0.5
-    bit_threshold: float = 0.5
-    reproj_err: float = 2.0
-    iters: int = 150
-    confidence: float = 0.99
-    method: str = "epnp"
-    refine: bool = False
-    min_points: int = 6
-    seed: int = 0
-
-    def validate(self, source: str = "the dense PnP config") -> DensePnPConfig:
-        """Check the values; raise :class:`BopkdError` naming ``source`` and the fix. Returns self."""
-        for name in ("mask_threshold", "bit_threshold", "confidence"):
-            if not 0.0 < getattr(self, name) < 1.0:
-                raise BopkdError(f"{source}: {name} = {getattr(self, name)} must be in (0, 1)")
-        if not self.reproj_err > 0 or self.iters < 1:
-            raise BopkdError(
-                f"{source}: reproj_err ({self.reproj_err}) must be > 0 and iters ({self.iters}) >= 1"
-            )
-        if self.method not in PNP_METHODS:
-            raise BopkdError(f"{source}: method {self.method!r}: use one of {', '.join(PNP_METHODS)}")
-        if self.min_points < 4:
-            raise BopkdError(f"{source}: min_points = {self.min_points} must be >= 4 (PnP needs 4 points)")
-        return self
+#: OpenCV flag of each minimal solver named in :data:`bopkd.train.dense_config.PNP_METHODS`.
+CV_PNP_FLAGS = {"epnp": cv2.SOLVEPNP_EPNP, "sqpnp": cv2.SOLVEPNP_SQPNP}
 
 
 class DensePose(NamedTuple):
@@ -168,7 +127,7 @@ def solve_dense_pnp(
     try:
         ok, rvec, tvec, inl = cv2.solvePnPRansac(
             p3, p2, K, None, iterationsCount=int(cfg.iters), reprojectionError=float(cfg.reproj_err),
-            confidence=float(cfg.confidence), flags=PNP_METHODS[cfg.method],
+            confidence=float(cfg.confidence), flags=CV_PNP_FLAGS[cfg.method],
         )  # fmt: skip
     except cv2.error:
         return None

@@ -19,6 +19,10 @@ included; the sidecar says so. Per image, at most the BOP toolkit's ``max_num_es
 (100) estimates are written, the highest-scored (:mod:`bopkd.eval.bop_site`).
 
 Protocols (``full-image``, ``oracle-gt-boxes``, ``detections``) and result names: :mod:`bopkd.infer.naming`.
+
+A checkpoint of the dense family (``family: dense``, ZebraPose-style surface codes) runs in crop mode
+through :mod:`bopkd.infer.dense_predict` (mask and code decoding, PnP-RANSAC with ``dense.pnp``) and writes
+the same CSV and sidecar, whose ``family`` is ``dense``.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from bopkd.data.dataset import BopDataset
 from bopkd.data.detections import detection_times, load_detections
 from bopkd.errors import BopkdError
 from bopkd.eval.bop_site import ORACLE
+from bopkd.infer.dense_predict import build_dense_network, code_tables, run_dense_inference, run_family
 from bopkd.infer.export import best_estimates, image_times, mean_ms_per_image, write_submission
 from bopkd.infer.loop import run_inference, split_loader
 from bopkd.infer.naming import method_name, protocol_of, result_name
@@ -69,7 +74,12 @@ def load_for_inference(checkpoint: str | Path, device: torch.device, overrides: 
         cfg = build_config(base=state["config"], options=overrides or {}, overrides=list(sets))
     except BopkdError as e:
         raise BopkdError(f"{path}: {e}") from None
-    model = build_model(cfg.model.without_pretrained())  # the checkpoint's weights replace pretrained ones
+    if run_family(cfg) == "dense":
+        model = build_dense_network(cfg)  # no pretrained weights: the checkpoint's replace them
+    else:
+        model = build_model(
+            cfg.model.without_pretrained()
+        )  # the checkpoint's weights replace pretrained ones
     ckpt.load_model_weights(model, state, path)
     model.to(device).eval()
     if device.type == "cuda":
@@ -125,13 +135,32 @@ def predict(
             f"{path}: this model takes whole images (data.mode=full); detections are for crop-mode models: drop --detections"
         )
     dets = load_detections(detections) if detections is not None else None
-    ds, loader = split_loader(cfg, model.obj_ids, bop, split, dets, dev)
-    per_image_s, found, n_inputs = run_inference(model, loader, dev, cfg, bop, f"predict {name}", progress)
+    dense = run_family(cfg) == "dense"
+    if dense and cfg.data.mode != "crop":
+        raise BopkdError(
+            f"{path}: a dense network takes zoom-in crops: set data.mode=crop (it is {cfg.data.mode})"
+        )
+    obj_ids = list(cfg.model.obj_ids) if dense else model.obj_ids
+    ds, loader = split_loader(cfg, obj_ids, bop, split, dets, dev)
+    if dense:
+        luts = code_tables(cfg, bop, obj_ids)
+        per_image_s, found, n_inputs = run_dense_inference(
+            model, loader, dev, cfg, bop, luts, f"predict {name}", progress
+        )
+    else:
+        per_image_s, found, n_inputs = run_inference(
+            model, loader, dev, cfg, bop, f"predict {name}", progress
+        )
     for key in ds.image_keys():
         per_image_s.setdefault(key, 0.0)
     times = image_times(per_image_s, None if dets is None else detection_times(dets))
     estimates = best_estimates(found, times, bop.name)
     csv_path = Path(out) / name.filename
+    if not estimates and dense:
+        raise BopkdError(
+            f"{path}: the dense model gave no pose in any of the {len(times)} images (too few mask pixels above "
+            f"dense.pnp.mask_threshold or no PnP solution); nothing to write to {csv_path}: train longer"
+        )
     if not estimates:
         raise BopkdError(
             f"{path}: the model found no target object in any of the {len(times)} images (no cell above "
@@ -162,6 +191,7 @@ def _record(model, cfg: RunConfig, state, path, ds, dev, name, split, protocol, 
     except Exception:  # FLOP counting is best effort (an unsupported op only loses the figure)
         macs = None
     cfg_d = state["config"]
+    dense = run_family(cfg) == "dense"
     amp = dev.type == "cuda" and cfg.amp != "off"
     return PredictionRecord(
         result_name=str(name),
@@ -181,14 +211,17 @@ def _record(model, cfg: RunConfig, state, path, ds, dev, name, split, protocol, 
         input_size=tuple(ds.input_size),
         params=count_parameters(model),
         macs=macs,
-        time_includes="forward (batched, shared per input), decoding, PnP-RANSAC"
+        time_includes="forward (batched, shared per input), "
+        + ("mask and code decoding" if dense else "decoding")
+        + ", PnP-RANSAC"
         + (", detector time from the detections file" if protocol == "detections" else ""),
         time_excludes="reading the image file, crop/resize (DataLoader)",
         device=device_name(dev),
         batch_size=cfg.predict.batch_size,
         amp="bf16" if amp else "fp32",
-        predict=to_dict(cfg.predict),
+        predict={**to_dict(cfg.predict), **({"dense_pnp": to_dict(cfg.dense.pnp)} if dense else {})},
         trained_iterations=int(cfg_d.get("iters", 0)),
         versions=ckpt.versions(),
         **counts,
+        family="dense" if dense else "sparse",
     )

@@ -7,6 +7,7 @@ written before this class existed have the same keys and parse unchanged).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,8 @@ class PredictionRecord:
         trained_iterations: the run's ``iters`` (``iteration`` below it: an intermediate checkpoint).
         versions: package -> version string (:func:`bopkd.train.checkpoint.versions`).
         n_time_unknown: images whose CSV time is -1 (the detections file gives no detector time).
+        family: the network family, ``sparse`` (WDR-style keypoint cells) or ``dense`` (ZebraPose-style
+            surface codes); sidecars written before the dense family existed lack it and read as ``sparse``.
     """
 
     result_name: str
@@ -81,6 +84,7 @@ class PredictionRecord:
     trained_iterations: int
     versions: dict[str, str]
     n_time_unknown: int
+    family: Literal["sparse", "dense"] = "sparse"
 
     def validate(self, source: str) -> None:
         if self.oracle != (self.protocol == "oracle-gt-boxes"):
@@ -97,8 +101,20 @@ class PredictionRecord:
         return p if p.is_dir() else None
 
     def write(self, path: str | Path) -> None:
-        """Write as JSON (indent 2, field order), atomically."""
-        atomic_write_json(path, to_dict(self))
+        """Write as JSON (indent 2, field order), atomically; ``family`` only when it is ``dense`` (a sparse
+        run's sidecar stays as it was written before the dense family existed)."""
+        d = to_dict(self)
+        if d["family"] == "sparse":
+            del d["family"]
+        atomic_write_json(path, d)
+
+
+#: The keys every sidecar has (the fields added later have defaults and may be absent).
+_REQUIRED = tuple(
+    f.name
+    for f in dataclasses.fields(PredictionRecord)
+    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+)
 
 
 def sidecar_path(csv_path: str | Path) -> Path:
@@ -118,7 +134,7 @@ def read_record(path: str | Path) -> PredictionRecord:
         raise BopkdError(
             f"{path}: a prediction sidecar holds a JSON object, got {type(d).__name__}; {_RERUN}"
         )
-    missing = [f for f in PredictionRecord.__dataclass_fields__ if f not in d]
+    missing = [f for f in _REQUIRED if f not in d]
     if missing:
         raise BopkdError(f"{path}: prediction sidecar without key(s) {', '.join(missing)}; {_RERUN}")
     try:

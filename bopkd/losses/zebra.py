@@ -17,13 +17,17 @@ bit i, z_i its logit and p_i = sigmoid(z_i):
   bits being learnt (H_i ~ 0.25) the most, which trains the coarse bits first;
 * code term (``BinaryLossWeighted``): ``L_code = sum_i w_i L_i / sum_i w_i`` with L_i the BCE of bit i.
 
-Which pixels the code term covers (``ZebraLossConfig.code_mask``, ``code_reduction``): ZebraPose's code uses
-the network's own binarised mask ``[sigmoid(mask_logit) > 0.5]`` (``train.py``: ``from_output_to_class_mask``)
-both for the histogram and the code term, the latter by multiplying the logits by it
-(``mask_binary_code_loss = True``) and averaging the BCE over all B x H x W pixels (so the pixels outside add a
-constant log 2 and no gradient): ``code_mask="pred"``, ``code_reduction="all_pixels"``. The default here is
-the ground-truth visible mask and the mean over its pixels, ``L_i = sum M BCE_i / max(sum M, 1)``
-(``code_mask="gt"``, ``code_reduction="mask"``), which does not depend on how well the mask is predicted.
+Which pixels the code term covers (``ZebraLossConfig.code_mask``, ``code_reduction``). The defaults are the
+reference code's (every ZebraPose config sets ``mask_binary_code_loss = True``): the network's own binarised
+mask ``M = [sigmoid(mask_logit) > 0.5]`` (``train.py``: ``from_output_to_class_mask``), used both for the
+histogram and for the code term, the latter by multiplying the logits by it and averaging the BCE over all
+B x H x W pixels, ``L_i = mean_{b,p} BCE(M z_i, y_i)`` (``BinaryLossWeighted``), so that a pixel outside M adds a
+constant (the BCE of logit 0) and no gradient: ``code_mask="pred"``, ``code_reduction="all_pixels"``. The
+alternative ``code_mask="gt"``, ``code_reduction="mask"`` uses the ground-truth visible mask and the mean over
+its pixels, ``L_i = sum M BCE_i / max(sum M, 1)``, which does not depend on how well the mask is predicted.
+
+The running histogram is training state: it is saved in the module's state dict (``get_extra_state``), which
+the trainer checkpoints (``stateful = True``), so that a resumed run weighs the bits as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ CODE_REDUCTIONS = ("mask", "all_pixels")
 
 @dataclass
 class ZebraLossConfig:
-    """Settings of :class:`ZebraLoss` (defaults: ZebraPose's code, but the mask and reduction, see above).
+    """Settings of :class:`ZebraLoss` (defaults: ZebraPose's code, see the module docstring).
 
     Attributes:
         code_weight: factor of the code term (``binary_loss_weight`` 3).
@@ -51,9 +55,9 @@ class ZebraLossConfig:
         hist_cap: the ``0.51`` of ``min(H, 0.51 - H)``.
         hist_momentum: weight of the new histogram in the running average (0.05).
         weighted: use the histogram weights (``use_histgramm_weighted_binary_loss``); False: plain mean.
-        code_mask: "gt" (visible mask given) or "pred" (the binarised predicted mask, as the reference code).
-        code_reduction: "mask" (mean over the mask's pixels) or "all_pixels" (the reference code's mean of the
-            BCE of the masked logits over every pixel).
+        code_mask: "pred" (the binarised predicted mask, the reference code's) or "gt" (the visible mask given).
+        code_reduction: "all_pixels" (the reference code's mean of the BCE of the masked logits over every
+            pixel) or "mask" (mean over the mask's pixels).
     """
 
     code_weight: float = 3.0
@@ -62,8 +66,8 @@ class ZebraLossConfig:
     hist_cap: float = 0.51
     hist_momentum: float = 0.05
     weighted: bool = True
-    code_mask: str = "gt"
-    code_reduction: str = "mask"
+    code_mask: str = "pred"
+    code_reduction: str = "all_pixels"
 
     def validate(self, source: str = "the zebra loss config") -> ZebraLossConfig:
         """Check the values; raise :class:`BopkdError` naming ``source`` and the fix. Returns self."""
@@ -114,13 +118,23 @@ class ZebraLoss(nn.Module):
         bits: (B, n, H, W) target code bits, uint8/bool/float in {0, 1}, bit 0 the coarsest.
 
     State: ``histogram`` (n,) the running bit-error histogram (None before the first training step); it is
-    updated in training mode only and is not part of the state dict.
+    updated in training mode only and is saved in the state dict as extra state.
     """
+
+    #: The trainer checkpoints this module's state dict although it has no trainable parameters.
+    stateful = True
 
     def __init__(self, cfg: ZebraLossConfig | None = None):
         super().__init__()
         self.cfg = (cfg if cfg is not None else ZebraLossConfig()).validate()
         self.histogram: torch.Tensor | None = None
+
+    def get_extra_state(self) -> dict:
+        return {"histogram": None if self.histogram is None else self.histogram.detach().cpu().clone()}
+
+    def set_extra_state(self, state: dict) -> None:
+        hist = state.get("histogram") if isinstance(state, dict) else None
+        self.histogram = None if hist is None else torch.as_tensor(hist).float()
 
     def _update_histogram(self, h_new: torch.Tensor) -> torch.Tensor:
         if self.histogram is None or self.histogram.shape != h_new.shape:

@@ -31,6 +31,8 @@ class PipelineOptions:
             ``oracle-gt-boxes`` protocol); its path and SHA-256 enter the predict stages' settings.
         dry_run: print the plan and what is done, run nothing.
         progress: progress bars (None: when the console is a terminal).
+        family: ``sparse`` (WDR-style keypoint networks), ``dense`` (ZebraPose-style surface-code networks)
+            or ``both`` (None: the preset's ``family``).
     """
 
     dataset: str = "demo"
@@ -51,6 +53,7 @@ class PipelineOptions:
     detections: Path | None = None
     dry_run: bool = False
     progress: bool | None = None
+    family: str | None = None
 
     @classmethod
     def from_command_line(
@@ -87,18 +90,33 @@ def split_list(values: list[str] | None) -> list[str] | None:
     return [x.strip() for v in values for x in v.split(",") if x.strip()]
 
 
+#: The network families of ``--family`` (``both``: every stage of each).
+FAMILIES = ("sparse", "dense")
+FAMILY_CHOICES = (*FAMILIES, "both")
+
+
+def families(choice: str | None, default: str) -> list[str]:
+    """The families a run plans: ``choice`` (``--family``) or ``default`` (the preset's), ``both`` -> both."""
+    value = choice if choice is not None else default
+    if value not in FAMILY_CHOICES:
+        raise BopkdError(f"--family {value!r}: use one of {', '.join(FAMILY_CHOICES)}")
+    return list(FAMILIES) if value == "both" else [value]
+
+
 #: The scopes of ``--set SCOPE.key=value``.
 SCOPES = ("synth", "train", "teacher", "student", "predict", "score")
 
 
 @dataclass
 class Overrides:
-    """``--set`` values by scope. ``student@SEL`` applies to the students whose backbone or method is SEL."""
+    """``--set`` values by scope. ``student@SEL`` applies to the students whose backbone, method or family
+    (``sparse``, ``dense``) is SEL; ``teacher@FAMILY`` to that family's teacher only (``teacher.KEY``: both)."""
 
     synth: dict = field(default_factory=dict)
     train: list[str] = field(default_factory=list)
     teacher: list[str] = field(default_factory=list)
     student: list[tuple[str | None, str]] = field(default_factory=list)
+    teacher_at: list[tuple[str, str]] = field(default_factory=list)  # (family, key=value) of teacher@FAMILY
     predict: list[str] = field(default_factory=list)
     score: dict = field(default_factory=dict)
 
@@ -108,7 +126,8 @@ def parse_sets(sets: list[str]) -> Overrides:
 
     Scopes: ``synth.KEY`` (a :class:`~bopkd.data.synth.SynthConfig` field), ``train.KEY`` (every training
     run), ``teacher.KEY``, ``student.KEY`` (every student), ``student@SEL.KEY`` (students whose backbone or
-    distillation method is SEL, e.g. ``student@ot.kd.options.weight=2``), ``predict.KEY`` (``bopkd predict
+    distillation method or family is SEL, e.g. ``student@ot.kd.options.weight=2``), ``teacher@FAMILY.KEY``
+    (the ``sparse`` or ``dense`` teacher only), ``predict.KEY`` (``bopkd predict
     --set``) and ``score.metrics=[bop19,ad]``. Training keys are :class:`~bopkd.train.config.RunConfig` keys
     (``iters``, ``optim.lr``, ``data.crop_size`` ...); values are YAML scalars or lists.
     """
@@ -123,10 +142,12 @@ def parse_sets(sets: list[str]) -> Overrides:
             or scope not in SCOPES
             or not rest
             or "=" not in rest
-            or (sel is not None and scope != "student")
+            or (sel is not None and scope not in ("student", "teacher"))
+            or (scope == "teacher" and sel is not None and sel not in FAMILIES)
         ):
             raise BopkdError(
-                f"--set {text!r}: write SCOPE.key=value with SCOPE one of {', '.join(SCOPES)} or student@BACKBONE|METHOD, "
+                f"--set {text!r}: write SCOPE.key=value with SCOPE one of {', '.join(SCOPES)}, "
+                "student@BACKBONE|METHOD|FAMILY or teacher@sparse|dense, "
                 "e.g. --set teacher.iters=200 or --set student@ot.kd.options.weight=2"
             )
         if scope == "synth" or scope == "score":
@@ -136,6 +157,8 @@ def parse_sets(sets: list[str]) -> Overrides:
             getattr(ov, scope)[keys[0]] = value
         elif scope == "student":
             ov.student.append((sel, rest))
+        elif scope == "teacher" and sel is not None:
+            ov.teacher_at.append((sel, rest))
         else:
             getattr(ov, scope).append(rest)
     return ov

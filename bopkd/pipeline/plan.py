@@ -14,7 +14,9 @@ The stages, in order:
    accepts, ``fkd+ot`` -> ``fkdot``; ``-oracle-gt-boxes`` when crop-mode models predict on ground-truth
    boxes, i.e. without ``--detections``);
 5. ``score-<model>``: score it (:func:`bopkd.eval.scoring.score_submissions`) into ``results/scores/<name>/``;
-6. ``report``: the comparison report (:func:`bopkd.report.build.build_report`) in ``reports/<dataset>-<preset>/``.
+6. with ``--family dense|both`` (:mod:`bopkd.pipeline.dense_plan`): ``teacher-dense`` and
+   ``student-dense-<backbone>-<method>-s<seed>`` with their predict and score stages, after the sparse ones;
+7. ``report``: the comparison report (:func:`bopkd.report.build.build_report`) in ``reports/<dataset>-<preset>/``.
 
 Each model's training stage is followed by its predict and score stages (early numbers, e.g. the
 teacher's AR). A training stage's settings are its full :class:`~bopkd.train.config.RunConfig` as
@@ -32,8 +34,9 @@ from bopkd.config import merge_into, to_dict
 from bopkd.errors import BopkdError
 from bopkd.pipeline import stages as actions
 from bopkd.pipeline.engine import Stage
-from bopkd.pipeline.options import Overrides, PipelineOptions, parse_sets
+from bopkd.pipeline.options import Overrides, PipelineOptions, families, parse_sets
 from bopkd.pipeline.presets import DEFAULT_METHODS, PipelinePreset, Variant, default_preset, get_preset
+from bopkd.train.dense_config import DenseConfig
 
 #: The kinds of stage a plan has, in the order ``--force``'s message names them.
 STAGE_KINDS = ("data", "teacher", "student", "predict", "score", "report")
@@ -57,6 +60,8 @@ NEUTRAL_TRAIN_DEFAULTS = {
     "optim.cycle_momentum": True,
     "optim.schedule_extra_steps": 0,
     "augment.crop_frame": "crop",
+    "family": "sparse",
+    "dense": to_dict(DenseConfig()),
 }
 
 
@@ -98,7 +103,19 @@ def _pop_nested(d: dict, path: tuple[str, ...]):
     return value
 
 
-def recorded_kd_section(kd: dict) -> dict:
+def kd_entry(method: str, source: str, family: str = "sparse"):
+    """The registry entry of a distillation method of ``family`` (:mod:`bopkd.losses.kd.registry`)."""
+    from bopkd.losses.kd.registry import get_entry
+
+    if family == "sparse":
+        return get_entry(method, source)
+    try:
+        return get_entry(method, source, family=family)
+    except TypeError:  # a registry without families
+        raise BopkdError(f"{source}: this bopkd has no distillation methods of the {family} family") from None
+
+
+def recorded_kd_section(kd: dict, family: str = "sparse") -> dict:
     """A training config's ``kd`` section in the form stage records of version 1 hash it.
 
     The weight lives in the method's options (at the registry entry's ``weight_key``: ``options.weight``,
@@ -106,9 +123,7 @@ def recorded_kd_section(kd: dict) -> dict:
     ``{method, teacher, weight: W, options: <the options without the weight, a mapping left empty by it
     dropped>}`` with ``W`` a float (None for ``none``), which keeps the settings of recorded runs valid.
     """
-    from bopkd.losses.kd.registry import get_entry
-
-    entry = get_entry(kd.get("method", "none"), "kd.method")
+    entry = kd_entry(kd.get("method", "none"), "kd.method", family)
     options = copy.deepcopy(kd.get("options") or {})
     weight = None
     if entry.weight_key is not None:
@@ -127,7 +142,7 @@ def hashed_train_config(cfg: dict) -> dict:
     keys dropped, and keys of :data:`NEUTRAL_TRAIN_DEFAULTS` dropped while they hold their neutral value."""
     cfg = dict(cfg)
     if isinstance(cfg.get("kd"), dict):
-        cfg["kd"] = recorded_kd_section(cfg["kd"])
+        cfg["kd"] = recorded_kd_section(cfg["kd"], str(cfg.get("family") or "sparse"))
     neutral = tuple(k for k, v in NEUTRAL_TRAIN_DEFAULTS.items() if _lookup(cfg, k) == v)
     return _drop_keys(cfg, VOLATILE_TRAIN_KEYS + neutral)
 
@@ -205,6 +220,7 @@ class _Planner:
     seeds: list[int]
     ov: Overrides
     metrics: list[str]
+    families: list[str] = field(default_factory=lambda: ["sparse"])
     stages: list[Stage] = field(default_factory=list)
     modes: dict[str, str] = field(default_factory=dict)  # model label -> data.mode
 
@@ -249,6 +265,7 @@ def _resolve(opts: PipelineOptions) -> _Planner:
     if opts.gpus < 1:
         raise BopkdError(f"--gpus {opts.gpus}: use 1 or more")
     ov = parse_sets(opts.sets)
+    fams = families(opts.family, preset.family)
     return _Planner(
         opts,
         preset,
@@ -259,19 +276,25 @@ def _resolve(opts: PipelineOptions) -> _Planner:
         seeds=list(dict.fromkeys(opts.seeds if opts.seeds else preset.seeds)),
         ov=ov,
         metrics=list(ov.score.get("metrics", preset.metrics)),
+        families=fams,
     )
 
 
 def build_plan(opts: PipelineOptions) -> Plan:
     """Resolve the options against the preset and list the stages (nothing is run or written)."""
     from bopkd.eval.bop_site import predict_boxes
+    from bopkd.pipeline.dense_plan import dense_stages
 
     p = _resolve(opts)
     p.stages.append(_data_stage(p))
-    teacher_cfg = _teacher_stages(p)
-    _student_stages(p)
+    teacher_cfg = dense_cfg = None
+    if "sparse" in p.families:
+        teacher_cfg = _teacher_stages(p)
+        _student_stages(p)
+    if "dense" in p.families:
+        dense_cfg = dense_stages(p)
     notice = predict_boxes(p.stages, p.names("predict"), p.modes, opts.detections, p.dataset, p.registered)
-    p.stages.append(_report_stage(p, teacher_cfg))
+    p.stages.append(_report_stage(p, teacher_cfg, dense_cfg))
     return Plan(
         opts,
         p.preset,
@@ -313,7 +336,12 @@ def _synth_config(preset: PipelinePreset, dataset: str, root: Path, ov: Override
 def _add_model(p: _Planner, train: Stage, role: str, bb: str, m: str, seed: int, tag: str = "") -> None:
     """Add a training stage and the predict and score stages of the model it trains."""
     label = "teacher" if role == "teacher" else student_name(bb, m, seed, tag)
-    method = result_method(role, bb, m, seed, tag)
+    add_model_stages(p, train, label, result_method(role, bb, m, seed, tag))
+
+
+def add_model_stages(p: _Planner, train: Stage, label: str, method: str) -> None:
+    """Add ``train`` and the stages ``predict-<label>`` and ``score-<label>`` of its model, whose BOP
+    method name is ``method`` (plus ``-<preset>`` when the preset is not the dataset's default)."""
     if p.preset.name != default_preset(p.dataset):  # distinct files per preset in the shared results folder
         method += f"-{p.preset.name}"
     pname, sname = f"predict-{label}", f"score-{label}"
@@ -367,16 +395,38 @@ def _student_stages(p: _Planner) -> None:
             _add_model(p, train, "student", bb, m, seed, tag)
 
 
-def _report_summary(p: _Planner, teacher: dict) -> str:
-    """The settings line at the top of the report."""
+def _report_summary(p: _Planner, teacher: dict | None, dense: dict | None = None) -> str:
+    """The settings line at the top of the report (a second sentence for the dense family's runs)."""
+    from bopkd.pipeline.dense_plan import dense_summary
+
+    if teacher is None:
+        return f"Settings: {_dataset_text(p)}. {dense_summary(p, dense)}"
+    text = _sparse_summary(p, teacher)
+    return text if dense is None else f"{text} {dense_summary(p, dense)}"
+
+
+def _dataset_text(p: _Planner) -> str:
     data_cfg = p.stages[0].config
-    what = (
+    return (
         f"synthetic dataset {p.dataset} ({len(data_cfg['synth']['objects'] or []) or 'all'} objects, "
         f"{data_cfg['synth']['train']} train / {data_cfg['synth']['test']} test images)"
         if "synth" in data_cfg
         else f"BOP dataset {p.dataset} ({', '.join(data_cfg['parts'])})"
     )
-    t, s0 = teacher, next((st.config for st in p.stages if st.kind == "student"), None)
+
+
+def _sparse_summary(p: _Planner, teacher: dict) -> str:
+    """The sparse family's settings line (the report's first line before the dense family existed)."""
+    what = _dataset_text(p)
+    t = teacher
+    s0 = next(
+        (
+            st.config
+            for st in p.stages
+            if st.kind == "student" and st.config.get("family", "sparse") == "sparse"
+        ),
+        None,
+    )
     inputs = f"{t['data']['crop_size']} px zoom-in crops" if t["data"]["mode"] == "crop" else "whole images"
     return (
         f"Settings: {what}; teacher {t['model']['backbone']} ({t['iters']} iterations, batch {t['batch_size']}); "
@@ -390,14 +440,14 @@ def _report_summary(p: _Planner, teacher: dict) -> str:
     )
 
 
-def _report_stage(p: _Planner, teacher: dict) -> Stage:
+def _report_stage(p: _Planner, teacher: dict | None, dense: dict | None = None) -> Stage:
     predict_names, score_names = p.names("predict"), p.names("score")
     config = {
         "out": str(p.report_dir),
         "results": str(p.opts.results),
         "scores": str(p.scores_dir),
         "title": f"bopkd: {p.dataset}, {p.preset.name} preset",
-        "summary": _report_summary(p, teacher),
+        "summary": _report_summary(p, teacher, dense),
         "predict": predict_names,
         "score": score_names,
     }
@@ -407,14 +457,14 @@ def _report_stage(p: _Planner, teacher: dict) -> Stage:
 # ------------------------------------------------------------------------------------------- training configs
 
 
-def student_kd(preset: PipelinePreset, method: str, variant: Variant | None = None) -> dict:
+def student_kd(
+    preset: PipelinePreset, method: str, variant: Variant | None = None, family: str = "sparse"
+) -> dict:
     """A student's ``kd`` section: the method, a placeholder teacher (the teacher stage's checkpoint, known
     once it ran; it enters the settings as its checksum) and the method's options: the preset's
     ``kd_options``, a variant's merged over them, and the method's default weight where neither gives one.
     """
-    from bopkd.losses.kd.registry import get_entry
-
-    entry = get_entry(method, "--methods")
+    entry = kd_entry(method, "--methods", family)
     options = copy.deepcopy(preset.kd_options.get(method, {}))
     if variant is not None:
         merge_into(options, copy.deepcopy(variant.options), f"variant {variant.tag}")
@@ -436,10 +486,13 @@ def train_config(
     method: str,
     ov: Overrides,
     variant: Variant | None = None,
+    family: str = "sparse",
 ) -> dict:
     """The full training config (plain dict) of one run, validated by :func:`bopkd.train.config.build_config`:
     the preset's ``train`` and role sections, the run's identity, :func:`student_kd` for a student, then
-    the ``--set`` overrides of its scope (``train``, ``teacher``, ``student``, ``student@SEL``)."""
+    the ``--set`` overrides of its scope (``train``, ``teacher``, ``teacher@FAMILY``, ``student``,
+    ``student@SEL``). ``family``: the run's network family (the dense runs pass a preset whose sections
+    are the dense family's, :mod:`bopkd.pipeline.dense_plan`)."""
     from bopkd.train.config import build_config
 
     options: dict = {}
@@ -455,10 +508,12 @@ def train_config(
     }
     merge_into(options, identity, "options")
     if role == "student":
-        options["kd"] = student_kd(preset, method, variant)
-    sets = list(ov.train) + (list(ov.teacher) if role == "teacher" else [])
+        options["kd"] = student_kd(preset, method, variant, family)
+    sets = list(ov.train)
+    if role == "teacher":
+        sets += list(ov.teacher) + [s for fam, s in ov.teacher_at if fam == family]
     if role == "student":
-        sets += [s for sel, s in ov.student if sel is None or sel in (backbone, method)]
+        sets += [s for sel, s in ov.student if sel is None or sel in (backbone, method, family)]
     try:
         cfg = build_config(preset=preset.train_preset, options=options, overrides=sets)
     except BopkdError as e:

@@ -13,6 +13,10 @@ A preset fixes, for one dataset:
   term, ``{"fkd+ot": {"ot": {"weight": 5.0}}}``); a method without a weight there keeps its config's
   default: ``pred`` 5, ``fkd`` 1, ``ot`` 5 as ``--kd_weight 5`` of Guo et al.'s code, ``fkd+ot`` 5 on its
   OT term;
+- the dense family (``dense``, planned with ``--family dense|both``; ``family``: what a run plans without
+  ``--family``, ``sparse`` for every preset): ``teacher_backbone``, ``students``, ``out_size`` (crops of
+  ``2 * out_size`` px), and run-config overrides shared by its runs (``train``) and per role (``teacher``,
+  ``student``), applied over the preset's ``train`` section (not over its sparse ``teacher``/``student``);
 - inference overrides (``predict``, ``key=value`` strings of ``bopkd predict --set``) and the metrics
   scored.
 
@@ -86,10 +90,28 @@ class PipelinePreset:
     predict: tuple[str, ...] = ()
     metrics: tuple[str, ...] = ("bop19", "ad")
     variants: tuple[Variant, ...] = ()
+    family: str = "sparse"
+    dense: dict = field(default_factory=dict)
 
     def copy_section(self, name: str) -> dict:
         return copy.deepcopy(getattr(self, name))
 
+
+#: The dense family (ZebraPose-style, :mod:`bopkd.models.dense`) of the CPU presets, planned with
+#: ``--family dense|both``: crops of ``2 * out_size`` px, narrow decoders. On a shared 2-core CPU (1 thread,
+#: batch 8, 64 px crops, 16 bits, the ZebraPose loss) a forward + backward step measured 49 ms for the
+#: darknet-tiny-h teacher (0.31 M parameters with these widths) and 31 ms for the tiny-cpu student (0.12 M);
+#: darknet-tiny took 74 ms, resnet18 252 ms.
+_DENSE_CPU = {
+    "teacher_backbone": "darknet-tiny-h",
+    "students": ["tiny-cpu"],
+    "out_size": 32,
+    "train": {"dense": {"decoder_channels": [64, 32, 32, 16]}},
+    "teacher": {"iters": 600},
+    # 150 iterations left the OT student without any mask pixel above 0.5 on the demo's test crops (no pose,
+    # so no CSV): the dense students get 300
+    "student": {"iters": 300},
+}
 
 #: Smaller FPN/head for the tiny networks of demo and quick: on a CPU the FPN levels and the head
 #: cost as much as the backbone, so a 64-channel, 2-conv head keeps the wider teacher affordable.
@@ -123,6 +145,7 @@ _DEMO = PipelinePreset(
     student={"iters": 150},
     predict=(),
     metrics=("bop19", "ad"),
+    dense=_DENSE_CPU,
 )
 
 
@@ -142,6 +165,7 @@ def _experiment_from_demo() -> PipelinePreset:
         train={**_DEMO.train, "ckpt_every": 200, "log_every": 50},
         teacher={**_DEMO.teacher, "iters": 4000},
         student={"iters": 600},
+        dense={**_DENSE_CPU, "teacher": {"iters": 2000}, "student": {"iters": 600}},
     )
 
 
@@ -163,6 +187,7 @@ def _study_from_experiment(experiment: PipelinePreset) -> PipelinePreset:
         "with detached scores, on a synthetic dataset from given models; hours on a 2-core CPU",
         seeds=(0, 1, 2, 3, 4),
         student={"iters": STUDY_STUDENT_ITERS},
+        dense={**experiment.dense, "student": {"iters": STUDY_STUDENT_ITERS}},
         variants=(
             Variant("w2", "ot", {"weight": 2.0}),
             Variant("w10", "ot", {"weight": 10.0}),
@@ -200,6 +225,7 @@ PIPELINE_PRESETS: dict[str, PipelinePreset] = {
         },
         teacher={"model": dict(_TINY_HEAD), "iters": 2000},
         student={"iters": 1000},
+        dense={**_DENSE_CPU, "out_size": 64, "teacher": {"iters": 2000}, "student": {"iters": 1000}},
     ),
     "paper": PipelinePreset(
         name="paper",
@@ -218,6 +244,9 @@ PIPELINE_PRESETS: dict[str, PipelinePreset] = {
         # which it loads for darknet_tiny, is given with --set student@darknet-tiny.model.pretrained=PATH.
         student={"model": {"pretrained": False}},
         kd_options={"ot": {"weight": 5.0}},
+        # ZebraPose's setting: a ResNet-34 encoder on 256 px crops, 128 px outputs, 16 bits (the dense
+        # section's defaults); ResNet-18 as the student, as the dense family's smaller encoder.
+        dense={"teacher_backbone": "resnet34", "students": ["resnet18"], "out_size": 128},
     ),
 }
 

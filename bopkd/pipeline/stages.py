@@ -123,7 +123,8 @@ def run_train(ctx: StageContext) -> StageOutput:
     full["out"] = str(run_dir)
     full["progress"] = ctx.progress
     if full.get("role") == "student" and full["kd"]["method"] != "none":
-        full["kd"]["teacher"] = ctx.dep_info("teacher")["checkpoint"]
+        # the teacher stage of the run's family (``teacher``, ``teacher-dense``), named in the stage's params
+        full["kd"]["teacher"] = ctx.dep_info(ctx.stage.params.get("teacher", "teacher"))["checkpoint"]
     cfg = build_config(base=full)
     last = run_dir / "checkpoints" / ckpt.LAST
     resume = last.is_file()

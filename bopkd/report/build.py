@@ -94,9 +94,10 @@ def _png(fig) -> bytes:
 
 
 def _arch_name(r: ModelResult) -> str:
+    name = f"dense {r.backbone}" if r.family == "dense" else r.backbone
     if not r.input_size:
-        return r.backbone
-    return f"{r.backbone} ({r.input_mode or 'input'} {r.input_size[0]}x{r.input_size[1]})"
+        return name
+    return f"{name} ({r.input_mode or 'input'} {r.input_size[0]}x{r.input_size[1]})"
 
 
 def speed_frame(results: list[ModelResult], speeds: dict[str, Speed]) -> pd.DataFrame:

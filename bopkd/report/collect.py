@@ -61,6 +61,7 @@ class ModelResult:
     base_key: str = ""  # the same without the distillation settings: shared with direct training
     settings: RowSettings | None = None
     iteration: int | None = None  # the checkpoint's iteration, when it is not the run's last
+    family: str = "sparse"  # "sparse" (keypoint cells) or "dense" (ZebraPose-style surface codes)
 
 
 def _get(d: dict, *keys, default=None):
@@ -123,10 +124,12 @@ def per_object_ar(recalls_csv: Path) -> dict[int, float]:
     return {int(k): float(v) for k, v in per_metric.groupby(level="obj_id").mean().items()}
 
 
-def _bare_label(role: str, backbone: str, kd: str, name: str) -> str:
+def _bare_label(role: str, backbone: str, kd: str, name: str, family: str = "sparse") -> str:
+    """``teacher (backbone)``, ``backbone / method``; a dense family's row starts with ``dense``."""
+    prefix = "dense " if family == "dense" else ""
     if role == "teacher":
-        return f"teacher ({backbone})"
-    return f"{backbone} / {kd}" if role == "student" else name
+        return f"{prefix}teacher ({backbone})"
+    return f"{prefix}{backbone} / {kd}" if role == "student" else name
 
 
 def _partial_iteration(iteration: int, cfg: dict | None) -> int | None:
@@ -152,7 +155,7 @@ def _from_sidecar(name: str, csv_path: Path, rec: PredictionRecord | None) -> Mo
     return ModelResult(
         result_name=name,
         csv_path=csv_path,
-        model=_bare_label(rec.role, rec.backbone, kd, name),
+        model=_bare_label(rec.role, rec.backbone, kd, name, rec.family),
         role=rec.role,
         backbone=rec.backbone,
         kd=kd,
@@ -167,6 +170,7 @@ def _from_sidecar(name: str, csv_path: Path, rec: PredictionRecord | None) -> Mo
         input_size=rec.input_size,
         input_mode=rec.input_mode,
         iteration=_partial_iteration(rec.iteration, cfg),
+        family=rec.family,
     )
 
 
@@ -238,7 +242,7 @@ def _label(results: list[ModelResult]) -> None:
     from bopkd.report.settings import RunSettings, row_labels
 
     base = {
-        r.row_key: _bare_label(r.role, r.backbone, r.kd, r.result_name)
+        r.row_key: _bare_label(r.role, r.backbone, r.kd, r.result_name, r.family)
         + ("" if r.iteration is None else f" at iteration {r.iteration}")
         for r in results
     }
@@ -305,6 +309,7 @@ def results_frame(results: list[ModelResult], speeds: dict | None = None) -> pd.
             "role": r.role,
             "backbone": r.backbone,
             "kd": r.kd,
+            "family": r.family,
             "seed": r.seed,
             "AR": r.ar,
             "AR_VSD": r.ar_vsd,

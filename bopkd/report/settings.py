@@ -86,6 +86,7 @@ class RowSettings:
     known: bool = False  # False: no readable config.yaml
     assumed: str = ""  # defaults assumed for an older config (see the module docstring)
     source: str = ""  # the config file read, or why none was
+    family: str = "sparse"  # the run's network family ("sparse" or "dense")
 
     def values(self) -> dict[str, object]:
         """The labelled settings that apply to this row's method."""
@@ -121,14 +122,15 @@ def _ignored(key: str) -> bool:
 
 
 def _weights(method: str, cfg) -> tuple[tuple[str, float], ...]:
-    if method == "fkd+ot":
+    if method == "fkd+ot" and hasattr(cfg, "fkd") and hasattr(cfg, "ot"):
         return (("fkd", float(cfg.fkd.weight)), ("ot", float(cfg.ot.weight)))
     w = getattr(cfg, "weight", None)
     return () if w is None else ((method, float(w)),)
 
 
-def resolve_kd(kd: dict, legacy: bool, source: str) -> tuple[str, object]:
-    """``(method, typed config)`` of a run's ``kd`` section, defaults filled (legacy ones when ``legacy``)."""
+def resolve_kd(kd: dict, legacy: bool, source: str, family: str = "sparse") -> tuple[str, object]:
+    """``(method, typed config)`` of a run's ``kd`` section, defaults filled (legacy ones when ``legacy``);
+    ``family``: the run's network family, whose registered methods ``kd.method`` names."""
     from bopkd.losses.kd.registry import fold_legacy_kd_weight, make_spec
 
     kd = fold_legacy_kd_weight({"kd": kd}, source)["kd"]
@@ -141,7 +143,7 @@ def resolve_kd(kd: dict, legacy: bool, source: str) -> tuple[str, object]:
         if isinstance(target, dict):
             target.setdefault("teacher_region", LEGACY["teacher_region"])
     try:
-        spec = make_spec(method, options or None, source=source)
+        spec = make_spec(method, options or None, source=source, family=family)
     except BopkdError as e:
         raise BopkdError(f"{source}: {e}; this version of bopkd cannot read the run's kd settings") from None
     return spec.method, spec.config
@@ -174,13 +176,16 @@ def read_run_settings(cfg: dict | None, source: str, role: str, kd: str, fallbac
     path = source
     loss = cfg.get("loss") if isinstance(cfg.get("loss"), dict) else {}
     legacy = "reduction" not in loss
-    kd_method, kd_cfg = resolve_kd(cfg.get("kd") or {}, legacy, path)
+    family = str(cfg.get("family") or "sparse")
+    kd_method, kd_cfg = resolve_kd(cfg.get("kd") or {}, legacy, path, family)
     ot = kd_cfg.ot if kd_method == "fkd+ot" else kd_cfg
-    is_ot = kd_method in OT_METHODS
+    # the OT settings and the task-loss reduction are the sparse family's (the dense loss is ZebraPose's)
+    is_ot = kd_method in OT_METHODS and family == "sparse"
+    legacy = legacy and family == "sparse"
     s = RowSettings(
         method=method or kd_method,
         weights=() if role == "teacher" else _weights(kd_method, kd_cfg),
-        reduction=str(loss.get("reduction", LEGACY["reduction"])),
+        reduction=str(loss.get("reduction", LEGACY["reduction"])) if family == "sparse" else None,
         detach_scores=bool(ot.detach_scores) if is_ot else None,
         teacher_region=str(ot.teacher_region) if is_ot else None,
         teacher_pnp=bool(ot.teacher_pnp) if is_ot else None,
@@ -192,6 +197,7 @@ def read_run_settings(cfg: dict | None, source: str, role: str, kd: str, fallbac
             else ""
         ),
         source=path,
+        family=family,
     )
     resolved = copy.deepcopy(cfg)
     resolved["loss"] = {**loss, "reduction": s.reduction}
@@ -258,6 +264,12 @@ def _mark(s: RowSettings, key: str, text: str) -> str:
     return f"{text} ({_PHRASES[key].get(v, ('', 'deviation'))[1]})"
 
 
+def _task_loss_text(s: RowSettings) -> str:
+    if s.family == "dense":
+        return "ZebraPose mask + code loss"
+    return "?" if s.reduction is None else _mark(s, "reduction", s.reduction)
+
+
 def settings_table(results) -> list[dict[str, object]]:
     """One record per row (results in row order, :class:`bopkd.report.collect.ModelResult`): the row label,
     its method, weight(s), task-loss reduction, OT student scores, teacher cells and teacher-PnP filter
@@ -274,7 +286,7 @@ def settings_table(results) -> list[dict[str, object]]:
             "model": r.model,
             "method": s.method,
             "weights": s.weight_text() if s.weights else "–",
-            "task loss": "?" if s.reduction is None else mark("reduction", s.reduction),
+            "task loss": _task_loss_text(s),
             "OT student scores": mark("detach_scores", _yes_no(s.detach_scores, "detached", "live")),
             "teacher cells": mark("teacher_region", s.teacher_region or "–"),
             "teacher-PnP filter": mark("teacher_pnp", _yes_no(s.teacher_pnp, "yes", "no")),

@@ -48,13 +48,18 @@ class Speed:
 
 def arch_key(config: dict | None, backbone: str, mode: str | None, input_size) -> str:
     """Key of an architecture: the run config's ``model`` section (or the backbone name without a config),
-    the input mode and the input size ``(W, H)``."""
+    the input mode and the input size ``(W, H)``; for a dense run (``family: dense``) also its family and
+    the network's ``dense`` settings (bits, output size, decoder widths)."""
     model = (config or {}).get("model") if isinstance((config or {}).get("model"), dict) else None
     d = {"model": model or {"backbone": backbone}, "mode": mode, "size": list(input_size or [])}
+    if (config or {}).get("family", "sparse") == "dense":
+        dense = config.get("dense") if isinstance(config.get("dense"), dict) else {}
+        d["dense"] = {k: dense.get(k) for k in ("bits", "out_size", "decoder_channels")}
     return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def _model_from_config(config: dict, source: str):
+    """The network a run config describes (a dense one for ``family: dense``), without pretrained weights."""
     from bopkd.models.posenet import ModelConfig, build_model
 
     m = config.get("model")
@@ -64,8 +69,23 @@ def _model_from_config(config: dict, source: str):
         )
     names = {f.name for f in fields(ModelConfig)}
     mc = ModelConfig(**{k: v for k, v in m.items() if k in names})
+    if config.get("family", "sparse") == "dense":
+        return _dense_model_from_config(config, mc, source)
     mc.pretrained = False  # timing only: no weight download
     return build_model(mc.validate(source))
+
+
+def _dense_model_from_config(config: dict, mc, source: str):
+    """The :class:`bopkd.models.dense.DensePoseNet` of a dense run config (timing only: no weights)."""
+    from dataclasses import replace
+
+    from bopkd.config import from_dict
+    from bopkd.models.backbones import resolve_norm
+    from bopkd.models.dense import build_dense_model
+    from bopkd.train.dense_config import DenseConfig
+
+    net = from_dict(DenseConfig, config.get("dense") or {}, source=source).model_config(mc)
+    return build_dense_model(replace(net, pretrained=False, norm=resolve_norm(net.norm, net.pretrained)))
 
 
 def measure_forward(

@@ -35,11 +35,18 @@ def present_scores(runs: pd.DataFrame) -> list[str]:
 
 
 def row_order(df: pd.DataFrame) -> pd.DataFrame:
-    """Teacher first, then students by method (none, pred, fkd, ot, fkd+ot), then by label."""
+    """The sparse family's rows, then the dense family's (``family`` column; sparse without one); within a
+    family the teacher first, then students by method (none, pred, fkd, ot, fkd+ot), then by label."""
+    fam = df["family"].map({"sparse": 0, "dense": 1}).fillna(0) if "family" in df else pd.Series(0, df.index)
     role = df["role"].map({"teacher": 0, "student": 1}).fillna(2)
     kd = df["kd"].map(KD_ORDER).fillna(9)
-    key = pd.DataFrame({"a": role, "b": kd, "c": df["model"]})
-    return df.loc[key.sort_values(["a", "b", "c"], kind="stable").index].reset_index(drop=True)
+    key = pd.DataFrame({"f": fam, "a": role, "b": kd, "c": df["model"]})
+    return df.loc[key.sort_values(["f", "a", "b", "c"], kind="stable").index].reset_index(drop=True)
+
+
+def has_dense(df: pd.DataFrame) -> bool:
+    """Whether a frame has rows of the dense family (then tables show a ``family`` column)."""
+    return "family" in df and bool((df["family"] == "dense").any())
 
 
 def _seeds_text(seeds) -> str:
@@ -49,7 +56,7 @@ def _seeds_text(seeds) -> str:
 
 def summary_over_seeds(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per ``row_key``: model, role, backbone, kd, n, seeds, and ``<score> mean`` / ``<score> std``
-    (percent; std NaN with fewer than two values)."""
+    (percent; std NaN with fewer than two values), then ``family`` (``sparse`` or ``dense``)."""
     scores = present_scores(runs)
     rows = []
     for _key, g in runs.groupby("row_key", sort=False):
@@ -60,6 +67,7 @@ def summary_over_seeds(runs: pd.DataFrame) -> pd.DataFrame:
             v = 100.0 * pd.to_numeric(g[m], errors="coerce").dropna().to_numpy(float)
             row[f"{m} mean"] = float(v.mean()) if len(v) else np.nan
             row[f"{m} std"] = float(v.std(ddof=1)) if len(v) > 1 else np.nan
+        row["family"] = g["family"].iloc[0] if "family" in g else "sparse"
         rows.append(row)
     return row_order(pd.DataFrame(rows))
 
@@ -190,6 +198,8 @@ def summary_display(summary: pd.DataFrame) -> pd.DataFrame:
     """The summary as strings: model, n, seeds, ``mean ± std`` per score."""
     scores = [m for m in SCORES if f"{m} mean" in summary]
     out = pd.DataFrame({"model": summary["model"], "n": summary["n"], "seeds": summary["seeds"]})
+    if has_dense(summary):
+        out.insert(1, "family", summary["family"])
     for m in scores:
         out[m] = [fmt_mean_std(a, b) for a, b in zip(summary[f"{m} mean"], summary[f"{m} std"], strict=True)]
     return out

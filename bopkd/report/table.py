@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from bopkd.report.stats import paired_differences, row_order
+from bopkd.report.stats import has_dense, paired_differences, row_order
 
 METRICS = ["AR", "AR_VSD", "AR_MSSD", "AR_MSPD", "AR_MSSD_MSPD", "ADD(-S)-0.1d"]
 #: Shown only when some submission has it (test splits without depth: VSD and the full AR are undefined).
@@ -46,7 +46,7 @@ def comparison_table(runs: pd.DataFrame) -> pd.DataFrame:
         num[c] = pd.to_numeric(num.get(c), errors="coerce")
     rows = []
     for key, g in num.groupby("row_key", sort=False, dropna=False):
-        row = {c: g[c].iloc[0] for c in ("model", "role", "backbone", "kd", "base_key")}
+        row = {c: g[c].iloc[0] for c in ("model", "role", "backbone", "kd", "base_key", "family") if c in g}
         row.update(row_key=key, seeds=len(g))
         for c in value_cols:
             vals = g[c].dropna()
@@ -94,6 +94,8 @@ def display_table(t: pd.DataFrame, per_object: bool = True) -> pd.DataFrame:
     """Formatted strings for Markdown, LaTeX and HTML: ``mean ± std`` in percent, sizes humanised; the
     per-object columns are ADD(-S)-0.1d (``ADD(-S) obj k``)."""
     out = pd.DataFrame({"model": t["model"], "seeds": t["seeds"]})
+    if has_dense(t):
+        out.insert(1, "family", t["family"])
     for m in METRICS:
         if m in OPTIONAL_METRICS and (m not in t or not pd.to_numeric(t[m], errors="coerce").notna().any()):
             continue

@@ -31,6 +31,7 @@ from bopkd.data.torch_dataset import DataConfig
 from bopkd.errors import BopkdError
 from bopkd.losses.task import LossConfig
 from bopkd.models.posenet import ModelConfig
+from bopkd.train.dense_config import DenseConfig
 from bopkd.train.presets import TRAIN_PRESETS
 
 
@@ -107,11 +108,12 @@ class KDConfig:
     teacher: str | None = None
     options: dict = field(default_factory=dict)
 
-    def validate(self) -> None:
+    def validate(self, family: str = "sparse") -> None:
         from bopkd.losses.kd.registry import make_spec
 
-        # name (one line listing the registered methods) and options, by the method's typed config
-        make_spec(self.method, self.options or None, source="kd config")
+        # name (one line listing the methods registered for the run's family) and options, by the method's
+        # typed config
+        make_spec(self.method, self.options or None, source="kd config", family=family)
         if self.method != "none" and not self.teacher:
             raise BopkdError(
                 f"kd.method = {self.method!r} needs a teacher checkpoint: add --teacher CHECKPOINT"
@@ -155,7 +157,11 @@ class RunConfig:
 
     Attributes:
         role: ``teacher`` or ``student``.
-        data, augment, model, loss, optim, kd, predict: the sections above and of the other modules.
+        family: ``sparse`` (WDRNet-style keypoint network, :mod:`bopkd.models.posenet`) or ``dense``
+            (ZebraPose-style surface-code network, :mod:`bopkd.models.dense`, crop mode only; the section
+            ``dense`` configures it, with ``model.backbone`` as its encoder and ``data.crop_size`` its input).
+        data, augment, model, loss, optim, kd, predict, dense: the sections above and of the other modules
+            (``loss`` and ``predict`` are the sparse family's; ``dense.loss``, ``dense.pnp`` the dense one's).
         iters: optimiser steps.
         batch_size: images (crops) per step and process.
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda``, ``cuda:N``.
@@ -173,6 +179,7 @@ class RunConfig:
     """
 
     role: Literal["teacher", "student"] = "teacher"
+    family: Literal["sparse", "dense"] = "sparse"
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -180,6 +187,7 @@ class RunConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     kd: KDConfig = field(default_factory=KDConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)
+    dense: DenseConfig = field(default_factory=DenseConfig)
     iters: int = 10000
     batch_size: int = 16
     device: str = "auto"
@@ -207,19 +215,29 @@ class RunConfig:
             raise BopkdError(f"cpu_threads = {self.cpu_threads}: use 0 (PyTorch's default) or more")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise BopkdError(f"device = {self.device!r}: use auto, cpu, cuda or cuda:N (--device)")
-        for section in (self.data, self.augment, self.optim, self.kd, self.predict):
+        for section in (self.data, self.augment, self.optim, self.predict):
             section.validate()
+        self.kd.validate(self.family)
         if self.model.obj_ids:
             self.model.validate("model config")
         if hasattr(self.loss, "validate"):
             self.loss.validate()
+        if self.family == "dense":
+            if self.data.mode != "crop":
+                raise BopkdError(
+                    f"family dense with data.mode = {self.data.mode!r}: the dense family trains on zoom-in crops "
+                    "only: set data.mode=crop"
+                )
+            self.dense.check(self.model, self.data.crop_size)
         return self
 
     def run_dir(self) -> Path:
-        """The run directory: ``out``, or ``runs/<role>-<dataset>-<backbone>``."""
+        """The run directory: ``out``, or ``runs/<role>-<dataset>-<backbone>`` (``<role>-dense-...`` for the
+        dense family)."""
         if self.out:
             return Path(self.out)
-        return Path("runs") / f"{self.role}-{self.data.dataset}-{self.model.backbone}"
+        role = self.role if self.family == "sparse" else f"{self.role}-dense"
+        return Path("runs") / f"{role}-{self.data.dataset}-{self.model.backbone}"
 
 
 def build_config(

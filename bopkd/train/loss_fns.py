@@ -7,9 +7,11 @@ A loss callable is ``fn(student_outputs, batch, teacher_outputs, assignment=...)
 - ``batch``: the collated device batch (``bopkd/models/README_CONTRACT.md``);
 - ``assignment``: the positive cells of the task loss (:func:`bopkd.losses.targets.assign_targets`),
   sampled once per step by the trainer and passed to every loss, so that the task loss and the
-  distillation losses of Guo et al. (CVPR 2023) see the same sampled positives.
+  distillation losses of Guo et al. (CVPR 2023) see the same sampled positives; None for the dense
+  family (``cfg.family == "dense"``), whose losses cover every output pixel.
 
-The task loss (:class:`bopkd.losses.task.PoseLoss`) is always there; distillation
+The task loss (:class:`bopkd.losses.task.PoseLoss`; for the dense family
+:class:`bopkd.losses.zebra.ZebraLoss` on the batch's ``dense_mask``/``dense_bits``) is always there; distillation
 (:func:`bopkd.losses.kd.build_kd_loss`) adds its ``kd_*`` terms. A callable that is an ``nn.Module``
 with trainable parameters (FKD's adapters), or that carries one as ``fn.module``, is optimised and
 checkpointed with the network.
@@ -29,8 +31,33 @@ from bopkd.train.config import RunConfig
 LossFn = Callable[..., "dict[str, torch.Tensor]"]
 
 
+def dense_task_loss_fn(cfg: RunConfig) -> LossFn:
+    """ZebraPose's loss (``ZebraLoss`` of ``cfg.dense.loss``) on the batch's ``dense_mask`` (B, S, S) and
+    ``dense_bits`` (B, bits, S, S) as a loss callable -> ``{"loss_mask", "loss_code"}``; ignores the teacher
+    and the assignment. The loss module (its running bit-error histogram) is ``fn.module``."""
+    from bopkd.losses.zebra import ZebraLoss
+
+    loss = ZebraLoss(cfg.dense.loss)
+
+    def fn(
+        outputs: dict, batch: dict, teacher_outputs: dict | None = None, assignment: dict | None = None
+    ) -> dict[str, torch.Tensor]:
+        if "dense_mask" not in batch or "dense_bits" not in batch:
+            raise BopkdError(
+                "the dense task loss needs batch['dense_mask'] and batch['dense_bits']: train on "
+                "bopkd.data.dense_dataset.DenseTorchDataset batches (family: dense)"
+            )
+        return loss(outputs, batch["dense_mask"], batch["dense_bits"])
+
+    fn.module = loss  # type: ignore[attr-defined]
+    return fn
+
+
 def task_loss_fn(cfg: RunConfig) -> LossFn:
-    """The pose task loss (``PoseLoss`` of ``cfg.loss``) as a loss callable; ignores the teacher."""
+    """The task loss of the run's family as a loss callable (ignores the teacher): ``PoseLoss`` of
+    ``cfg.loss`` for the sparse family, :func:`dense_task_loss_fn` for the dense one."""
+    if cfg.family == "dense":
+        return dense_task_loss_fn(cfg)
     from bopkd.losses.task import PoseLoss
 
     loss = PoseLoss(cfg.loss)
@@ -69,7 +96,7 @@ def gather_terms(
     outputs: dict,
     batch: dict,
     teacher_outputs: dict | None,
-    assignment: dict,
+    assignment: dict | None,
 ) -> dict[str, torch.Tensor]:
     """Call every loss callable, in order, and merge their terms; a term produced twice is an error."""
     terms: dict[str, torch.Tensor] = {}

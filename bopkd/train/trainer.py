@@ -138,7 +138,8 @@ class Trainer:
         self.extra_modules: dict[str, nn.Module] = {}
         for name, mod in loss_modules(self.loss_fns).items():
             mod.to(self.device)
-            if any(p.requires_grad for p in mod.parameters()):
+            # ``stateful``: running statistics without parameters (ZebraLoss's histogram), checkpointed too.
+            if any(p.requires_grad for p in mod.parameters()) or getattr(mod, "stateful", False):
                 self.extra_modules[name] = mod
         self.ddp_model = self.model
         if self.dist.enabled:
@@ -171,6 +172,20 @@ class Trainer:
             )
 
     def _make_dataset(self) -> BopTorchDataset:
+        if self.cfg.family == "dense":
+            from bopkd.data.dense_dataset import DenseTorchDataset
+
+            d = self.cfg.dense
+            return DenseTorchDataset(
+                self.cfg.data,
+                self.cfg.model.obj_ids,
+                train=True,
+                augment=self.cfg.augment,
+                seed=self.cfg.seed,
+                out_size=d.out_size,
+                bits=d.bits,
+                min_vertices=d.min_vertices,
+            )
         return BopTorchDataset(
             self.cfg.data, self.cfg.model.obj_ids, train=True, augment=self.cfg.augment, seed=self.cfg.seed
         )
@@ -282,14 +297,17 @@ class Trainer:
 
     def compute_losses(self, batch: dict) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Forward the student (and teacher) on a device batch, sample the task loss's positive cells
-        (shared by every loss) and call the loss callables; ``(total, terms)``, float32."""
+        (shared by every loss; none for the dense family, whose losses cover every output pixel) and call
+        the loss callables; ``(total, terms)``, float32."""
         with self._autocast():
             outputs = self.ddp_model(batch["images"])
             teacher_outputs = None
             if self.teacher is not None:
                 with torch.no_grad():
                     teacher_outputs = self.teacher(batch["images"])
-            assignment = assign_targets(outputs, batch, self.cfg.loss)
+            assignment = (
+                assign_targets(outputs, batch, self.cfg.loss) if self.cfg.family == "sparse" else None
+            )
             terms = gather_terms(self.loss_fns, outputs, batch, teacher_outputs, assignment)
         terms = {k: v.float() for k, v in terms.items()}
         total = torch.stack(list(terms.values())).sum()

@@ -102,3 +102,10 @@ def test_no_pose_without_enough_valid_correspondences():
         dense_pose(mask_prob, code_prob, lut[:100], K, A_out)
     with pytest.raises(BopkdError, match="method"):
         DensePnPConfig(method="p3p").validate()
+
+
+def test_every_configurable_solver_has_an_opencv_flag():
+    from bopkd.infer.dense_poses import CV_PNP_FLAGS
+    from bopkd.train.dense_config import PNP_METHODS
+
+    assert set(CV_PNP_FLAGS) == set(PNP_METHODS)

@@ -30,7 +30,8 @@ def test_a_real_sidecar_parses_and_writes_back_byte_identical(tmp_path):
     assert rec.input_size == (96, 96) and rec.macs == 23585472 and rec.n_time_unknown == 0
     assert rec.predict["score_th"] == 0.1 and rec.versions["bopkd"] == "0.1.0"
     assert rec.run_dir() == Path("/work/study/runs/lmosynth-study/train/student-tiny-cpu-ot-s0-034581e85f")
-    assert list(json.loads(REAL.read_text())) == [f.name for f in fields(PredictionRecord)]
+    assert rec.family == "sparse"  # a sidecar written before the dense family existed
+    assert [*json.loads(REAL.read_text()), "family"] == [f.name for f in fields(PredictionRecord)]
     out = tmp_path / "copy.csv.json"
     rec.write(out)
     assert out.read_bytes() == REAL.read_bytes()
@@ -55,7 +56,7 @@ def test_round_trip_of_a_detections_run(tmp_path):
     }
     rec = read_record(_write(tmp_path / "a.csv.json", d))
     assert rec.detections == "dets.json" and rec.macs is None and rec.box_source == "detections"
-    assert to_dict(rec) == d
+    assert to_dict(rec) == {**d, "family": "sparse"}
     assert sidecar_path(tmp_path / "a.csv") == tmp_path / "a.csv.json"
 
 
@@ -103,3 +104,16 @@ def test_a_file_that_is_not_a_sidecar_is_a_one_line_error(tmp_path, text, messag
 def _one_line_naming(err: BopkdError, path: Path) -> None:
     msg = str(err)
     assert "\n" not in msg and msg.startswith(str(path)) and "re-run `bopkd predict`" in msg
+
+
+def test_a_dense_run_states_its_family_and_a_sparse_one_is_written_as_before(tmp_path):
+    rec = read_record(REAL)
+    dense = PredictionRecord(**{**to_dict(rec), "family": "dense", "input_size": (64, 64)})
+    dense.write(tmp_path / "d.csv.json")
+    written = json.loads((tmp_path / "d.csv.json").read_text())
+    assert list(written)[-1] == "family" and written["family"] == "dense"
+    assert read_record(tmp_path / "d.csv.json") == dense
+    rec.write(tmp_path / "s.csv.json")
+    assert "family" not in json.loads((tmp_path / "s.csv.json").read_text())
+    with pytest.raises(BopkdError, match="family"):
+        read_record(_write(tmp_path / "bad.csv.json", {**json.loads(REAL.read_text()), "family": "both"}))

@@ -75,10 +75,28 @@ def test_near_zero_when_predictions_equal_targets():
         "mask_logits": 30.0 * (mask[:, None].float() * 2 - 1),
         "code_logits": 30.0 * (bits.float() * 2 - 1),
     }
-    loss = ZebraLoss()
+    loss = ZebraLoss(ZebraLossConfig(code_mask="gt", code_reduction="mask"))
     got = loss(out, mask, bits)
     assert got["loss_mask"].item() < 1e-9 and got["loss_code"].item() < 1e-9
     assert loss.histogram.abs().max().item() == 0.0
+    # The reference's defaults (predicted mask, mean over all pixels): a pixel outside the mask has its logits
+    # multiplied by 0, BCE(0, y) = log 2, so the code term of perfect predictions is 3 (1 - |M| / N) log 2.
+    ref = ZebraLoss()
+    assert (ref.cfg.code_mask, ref.cfg.code_reduction) == ("pred", "all_pixels")
+    frac = mask.float().mean().item()
+    assert ref(out, mask, bits)["loss_code"].item() == pytest.approx(3 * (1 - frac) * np.log(2), rel=1e-5)
+
+
+def test_histogram_is_in_the_state_dict():
+    _, mask, bits = _inputs(4)
+    out = {"mask_logits": torch.ones(mask.shape)[:, None], "code_logits": torch.randn(bits.shape)}
+    a = ZebraLoss()
+    a(out, mask, bits)
+    b = ZebraLoss()
+    b.load_state_dict(a.state_dict())
+    assert torch.equal(a.histogram, b.histogram) and a.stateful
+    b.load_state_dict(ZebraLoss().state_dict())
+    assert b.histogram is None
 
 
 def test_weights_peak_for_bits_half_learnt_and_are_detached():
@@ -96,7 +114,7 @@ def test_weights_peak_for_bits_half_learnt_and_are_detached():
 def test_gradient_flows_to_both_logits_and_not_through_code_outside_the_mask():
     out, mask, bits = _inputs(5)
     out = {k: v.clone().requires_grad_(True) for k, v in out.items()}
-    terms = ZebraLoss()(out, mask, bits)
+    terms = ZebraLoss(ZebraLossConfig(code_mask="gt", code_reduction="mask"))(out, mask, bits)
     sum(terms.values()).backward()
     g = out["code_logits"].grad
     assert out["mask_logits"].grad.abs().sum() > 0 and g.abs().sum() > 0

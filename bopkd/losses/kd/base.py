@@ -23,6 +23,7 @@ class KDMethod(nn.Module):
 
     Attributes:
         name: the registry name (``none``, ``pred``, ``fkd``, ``ot``, ``fkd+ot``).
+        family: the pose family whose outputs it reads (``"sparse"`` or ``"dense"``), set by ``register_kd``.
         cfg: the method's typed config.
         needs_teacher: whether ``forward`` needs the teacher's outputs.
         loss_cfg: the task loss's :class:`bopkd.losses.task.LossConfig` (positive-cell assignment and
@@ -30,6 +31,7 @@ class KDMethod(nn.Module):
     """
 
     name: str = ""
+    family: str = "sparse"
     needs_teacher: bool = True
 
     def __init__(self, cfg: Any, loss_cfg: Any = None):

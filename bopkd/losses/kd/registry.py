@@ -6,10 +6,17 @@ pattern of torchdistill's ``register_*`` functions)::
     @register_kd("ot", config=OTKDConfig, summary="...", terms=("kd_ot",), weight_key=("weight",))
     class OTKD(KDMethod): ...
 
-into :data:`KD_METHODS`; :mod:`bopkd.losses.kd` imports the method modules so that every built-in
+into :data:`KD_REGISTRY`; :mod:`bopkd.losses.kd` imports the method modules so that every built-in
 method is registered once the package is imported. Built-in names: ``none`` (direct student
 training), ``pred`` (prediction-to-prediction), ``fkd`` (Zhang & Ma's feature distillation), ``ot``
-(Guo et al.'s OT distillation of local predictions), ``fkd+ot`` (both). Each entry has a typed
+(Guo et al.'s OT distillation of local predictions), ``fkd+ot`` (both).
+
+Methods belong to a pose family (:data:`KD_FAMILIES`): ``"sparse"`` (the keypoint networks of
+:mod:`bopkd.models.posenet`) or ``"dense"`` (the ZebraPose-style networks of :mod:`bopkd.models.dense`).
+Both families register the same five names, each for its own network outputs; an entry is found by
+``(family, name)`` (:data:`KD_REGISTRY`), and every function here takes ``family="sparse"`` by default, so
+a caller that names no family gets the keypoint methods. :data:`KD_METHODS` is the sparse family's
+``name -> entry`` mapping, :data:`DENSE_KD_METHODS` the dense family's. Each entry has a typed
 dataclass config (loaded from YAML by :func:`bopkd.config.from_dict`) and a method class, an
 ``nn.Module`` called as ``method(student_out, batch, teacher_out, assignment=...) -> {name: weighted
 scalar}``; its parameters (FKD's adapters) must join the optimiser.
@@ -29,7 +36,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +59,7 @@ class KDEntry:
         terms: names of the terms the method returns (``kd_*``), as logged in ``metrics.csv``.
         weight_key: path of the distillation weight inside the config (``("weight",)``); None for a
             method without one (``none``).
+        family: the pose family whose network outputs the method reads (``"sparse"`` or ``"dense"``).
     """
 
     name: str
@@ -60,6 +68,7 @@ class KDEntry:
     summary: str
     terms: tuple[str, ...]
     weight_key: tuple[str, ...] | None
+    family: str = "sparse"
 
     @property
     def needs_teacher(self) -> bool:
@@ -88,8 +97,48 @@ class KDEntry:
         return w
 
 
-#: name -> entry, in registration order (the order of ``kd_names()``, the CLI help and the reports).
-KD_METHODS: dict[str, KDEntry] = {}
+#: The pose families a method can belong to (``RunConfig.family``).
+KD_FAMILIES: tuple[str, ...] = ("sparse", "dense")
+
+#: Per family, name -> entry, in registration order (the order of ``kd_names()``, the CLI help, the reports).
+_BY_FAMILY: dict[str, dict[str, KDEntry]] = {f: {} for f in KD_FAMILIES}
+
+#: The sparse (keypoint) family's methods, name -> entry.
+KD_METHODS: dict[str, KDEntry] = _BY_FAMILY["sparse"]
+
+#: The dense (ZebraPose-style) family's methods, name -> entry.
+DENSE_KD_METHODS: dict[str, KDEntry] = _BY_FAMILY["dense"]
+
+
+class _Registry(Mapping):
+    """Read-only view of every registered method keyed by ``(family, name)``, sparse family first."""
+
+    def __getitem__(self, key: tuple[str, str]) -> KDEntry:
+        family, name = key
+        return _BY_FAMILY[family][name]
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return ((f, n) for f, entries in _BY_FAMILY.items() for n in entries)
+
+    def __len__(self) -> int:
+        return sum(len(e) for e in _BY_FAMILY.values())
+
+
+#: (family, name) -> entry, over both families.
+KD_REGISTRY: Mapping[tuple[str, str], KDEntry] = _Registry()
+
+
+def check_family(family: object, source: str = "family") -> str:
+    """``family`` as a registry family name; a one-line :class:`BopkdError` naming ``source`` if unknown."""
+    key = str(family).strip().lower() if isinstance(family, str) else None
+    if key not in _BY_FAMILY:
+        raise BopkdError(f"{source}: unknown pose family {family!r}: use one of {', '.join(KD_FAMILIES)}")
+    return key
+
+
+def methods_of(family: str = "sparse") -> dict[str, KDEntry]:
+    """The name -> entry mapping of one family (:data:`KD_METHODS` for ``"sparse"``)."""
+    return _BY_FAMILY[check_family(family)]
 
 
 def _check_weight_key(name: str, config: type, weight_key: tuple[str, ...]) -> None:
@@ -108,22 +157,28 @@ def _check_weight_key(name: str, config: type, weight_key: tuple[str, ...]) -> N
 def register_kd(
     name: str,
     *,
+    family: str = "sparse",
     config: type,
     summary: str,
     terms: tuple[str, ...] = (),
     weight_key: tuple[str, ...] | None = ("weight",),
 ) -> Callable[[type[KDMethod]], type[KDMethod]]:
-    """Class decorator: add a :class:`KDMethod` subclass to :data:`KD_METHODS` under ``name``.
+    """Class decorator: add a :class:`KDMethod` subclass to the registry under ``(family, name)``.
 
     Args:
         name: the method's name in configs and on the command line (``--kd NAME``); case-insensitive.
+        family: the pose family whose outputs the method reads, ``"sparse"`` (:data:`KD_METHODS`) or
+            ``"dense"`` (:data:`DENSE_KD_METHODS`); the same name may be registered once per family.
         config: its config dataclass (fields with defaults; a ``validate(source)`` method).
         summary: one line for ``--help`` and reports.
         terms: names of the terms ``forward`` returns.
         weight_key: path of the distillation weight in ``config`` (None: the method has none).
     Raises:
-        BopkdError: the name is taken, or ``weight_key`` names no field of ``config``.
+        BopkdError: the name is taken in that family, the family is unknown, or ``weight_key`` names no
+            field of ``config``.
     """
+    fam = check_family(family, f"register_kd({name!r})")
+    table = _BY_FAMILY[fam]
     key = str(name).strip().lower()
     if not key:
         raise BopkdError("register_kd: give the method a non-empty name")
@@ -133,87 +188,101 @@ def register_kd(
         _check_weight_key(key, config, tuple(weight_key))
 
     def register(cls: type[KDMethod]) -> type[KDMethod]:
-        old = KD_METHODS.get(key)
+        old = table.get(key)
         if old is not None:
             raise BopkdError(
-                f"distillation method {key!r} is registered twice ({old.method_cls.__module__}."
+                f"{fam} distillation method {key!r} is registered twice ({old.method_cls.__module__}."
                 f"{old.method_cls.__qualname__} and {cls.__module__}.{cls.__qualname__}): give one another name"
             )
         cls.name = key
-        KD_METHODS[key] = KDEntry(
-            key, cls, config, summary, tuple(terms), None if weight_key is None else tuple(weight_key)
+        cls.family = fam
+        table[key] = KDEntry(
+            key, cls, config, summary, tuple(terms), None if weight_key is None else tuple(weight_key), fam
         )
         return cls
 
     return register
 
 
-def unregister_kd(name: str) -> KDEntry:
-    """Remove a method from :data:`KD_METHODS` (e.g. one registered by a test); returns its entry."""
-    return KD_METHODS.pop(get_entry(name, "unregister_kd").name)
+def unregister_kd(name: str, family: str = "sparse") -> KDEntry:
+    """Remove a method of ``family`` from the registry (e.g. one registered by a test); returns its entry."""
+    e = get_entry(name, "unregister_kd", family)
+    return _BY_FAMILY[e.family].pop(e.name)
 
 
-def kd_names() -> list[str]:
-    """The registered method names, in their canonical order."""
-    return list(KD_METHODS)
+def kd_names(family: str = "sparse") -> list[str]:
+    """The method names registered for ``family``, in their canonical order."""
+    return list(methods_of(family))
 
 
-def get_entry(name: str, source: str = "--kd") -> KDEntry:
-    """The entry of ``name``; a one-line :class:`BopkdError` listing the names if unknown."""
-    e = KD_METHODS.get(str(name).strip().lower()) if isinstance(name, str) else None
+def get_entry(name: str, source: str = "--kd", family: str = "sparse") -> KDEntry:
+    """The entry of ``name`` in ``family``; a one-line :class:`BopkdError` listing the names if unknown."""
+    table = _BY_FAMILY[check_family(family, source)]
+    e = table.get(str(name).strip().lower()) if isinstance(name, str) else None
     if e is None:
+        which = "" if family == "sparse" else f"{family} "
         raise BopkdError(
-            f"{source}: unknown distillation method {name!r}: use one of {', '.join(KD_METHODS)}"
+            f"{source}: unknown {which}distillation method {name!r}: use one of {', '.join(table)}"
         )
     return e
 
 
 @dataclass
 class KDSpec:
-    """A method name plus its typed config: what a training config's ``kd:`` section holds."""
+    """A method name plus its typed config: what a training config's ``kd:`` section holds.
+
+    ``family`` (the run's ``family``, not part of the ``kd:`` section) says which registry entry the name
+    means; :meth:`to_dict` leaves it out.
+    """
 
     method: str = "none"
     config: Any = None
+    family: str = "sparse"
 
     def __post_init__(self) -> None:
         if self.config is None:
-            self.config = get_entry(self.method).config_cls()
+            self.config = get_entry(self.method, family=self.family).config_cls()
 
     @property
     def entry(self) -> KDEntry:
-        return get_entry(self.method)
+        return get_entry(self.method, family=self.family)
 
     def to_dict(self) -> dict:
         return {"method": self.method, "options": to_dict(self.config)}
 
 
 def make_spec(
-    method: str, options: dict | None = None, weight: float | None = None, source: str = "--kd"
+    method: str,
+    options: dict | None = None,
+    weight: float | None = None,
+    source: str = "--kd",
+    family: str = "sparse",
 ) -> KDSpec:
     """Validate a method name and its options into a :class:`KDSpec`.
 
     Args:
-        method: a registered name.
+        method: a name registered for ``family``.
         options: fields of the method's config (``kd.options``); None = the defaults.
         weight: the ``--kd-weight`` shorthand, written at the entry's ``weight_key`` over ``options``
             (ignored by a method without a weight, ``none``).
         source: where the values came from, for the messages.
+        family: the run's pose family (``"sparse"`` or ``"dense"``): whose method ``method`` names.
     """
-    e = get_entry(method, source)
+    e = get_entry(method, source, family)
     opts = {} if options is None else options
     if not isinstance(opts, dict):
         raise BopkdError(f"{source}: kd.options must be a mapping of the method's fields, got {opts!r}")
     if weight is not None:
         opts = merge_into(to_dict(opts), e.weight_options(weight, source), source)
-    return KDSpec(e.name, from_dict(e.config_cls, opts, source=source, path="kd.options"))
+    return KDSpec(e.name, from_dict(e.config_cls, opts, source=source, path="kd.options"), e.family)
 
 
-def spec_from_dict(d: dict | str | None, source: str = "the kd config") -> KDSpec:
-    """Parse a ``kd:`` section: ``{"method": NAME, "options": {...}?}`` or just ``NAME``."""
+def spec_from_dict(d: dict | str | None, source: str = "the kd config", family: str = "sparse") -> KDSpec:
+    """Parse a ``kd:`` section: ``{"method": NAME, "options": {...}?}`` or just ``NAME`` (of ``family``)."""
     if d is None:
-        return KDSpec()
+        return KDSpec(family=check_family(family, source))
     if isinstance(d, str):
-        return make_spec(d, None, None, source)
+        return make_spec(d, None, None, source, family)
     if not isinstance(d, dict):
         raise BopkdError(
             f"{source}: the kd section must be a mapping or a method name, got {type(d).__name__}"
@@ -228,8 +297,9 @@ def spec_from_dict(d: dict | str | None, source: str = "the kd config") -> KDSpe
     if unknown:
         raise BopkdError(f"{source}: unknown kd keys {unknown}: allowed keys are {sorted(allowed)}")
     if "method" not in d:
-        raise BopkdError(f"{source}: the kd section needs 'method': one of {', '.join(KD_METHODS)}")
-    return make_spec(d["method"], d.get("options"), None, source)
+        names = ", ".join(kd_names(family))
+        raise BopkdError(f"{source}: the kd section needs 'method': one of {names}")
+    return make_spec(d["method"], d.get("options"), None, source, family)
 
 
 def fold_legacy_kd_weight(config: dict, source: str) -> dict:
@@ -249,7 +319,8 @@ def fold_legacy_kd_weight(config: dict, source: str) -> dict:
     weight = out["kd"].pop("weight")
     if weight is None:
         return out
-    e = get_entry(str(out["kd"].get("method") or "none"), f"{source}: kd.method")
+    family = str(out.get("family") or "sparse")
+    e = get_entry(str(out["kd"].get("method") or "none"), f"{source}: kd.method", family)
     folded = e.weight_options(weight, f"{source}: kd.weight")
     options = out["kd"].get("options") or {}
     if not isinstance(options, dict):
@@ -273,6 +344,7 @@ def build_kd(
     loss_cfg: Any = None,
     weight: float | None = None,
     source: str = "--kd",
+    family: str | None = None,
 ) -> KDMethod:
     """Build the method module of ``spec`` (a :class:`KDSpec` or a name with default options).
 
@@ -280,14 +352,21 @@ def build_kd(
         student, teacher: the two networks (FKD sizes its adapters from their feature channels).
         loss_cfg: the task loss's ``LossConfig`` (positive cells; the inference cell budget).
         weight: the ``--kd-weight`` shorthand, applied on top of ``spec``.
+        family: the pose family of a name given as ``spec`` (None: ``"sparse"``); a :class:`KDSpec` carries
+            its own, and a different ``family`` is an error.
     Raises:
-        BopkdError: unknown name, bad options, or a method that needs a teacher built without one.
+        BopkdError: unknown name or family, bad options, or a method that needs a teacher built without one.
     """
     if isinstance(spec, str):
-        spec = make_spec(spec, None, weight, source)
-    elif weight is not None:
-        spec = make_spec(spec.method, to_dict(spec.config), weight, source)
-    e = get_entry(spec.method, source)
+        spec = make_spec(spec, None, weight, source, family or "sparse")
+    else:
+        if family is not None and check_family(family, source) != spec.family:
+            raise BopkdError(
+                f"{source}: the kd spec is of the {spec.family} family, not {family}: make it with family={family!r}"
+            )
+        if weight is not None:
+            spec = make_spec(spec.method, to_dict(spec.config), weight, source, spec.family)
+    e = get_entry(spec.method, source, spec.family)
     if e.needs_teacher and teacher is None:
         raise BopkdError(
             f"{source}: distillation method {e.name!r} needs a teacher: pass --teacher CHECKPOINT (or use --kd none)"
@@ -301,29 +380,36 @@ def build_kd_loss(cfg: Any, model: torch.nn.Module, teacher: torch.nn.Module | N
     """The distillation loss callable of a training run (the hook of ``bopkd.train.loss_fns.build_loss_fns``).
 
     Args:
-        cfg: the run config (``RunConfig``): ``cfg.kd.method``, ``cfg.kd.options`` (fields of the
-            method's config, the weight included) and ``cfg.loss`` (positive cells).
+        cfg: the run config (``RunConfig``): ``cfg.family`` (the pose family, "sparse" when absent),
+            ``cfg.kd.method``, ``cfg.kd.options`` (fields of the method's config, the weight included) and
+            ``cfg.loss`` (positive cells).
         model: the student; teacher: the frozen teacher.
     Returns:
         the method module; its parameters (FKD's adapters) are to be optimised and checkpointed.
     """
     kd = cfg.kd
-    spec = make_spec(kd.method, kd.options or None, source="kd config")
+    family = check_family(getattr(cfg, "family", "sparse") or "sparse", "family")
+    spec = make_spec(kd.method, kd.options or None, source="kd config", family=family)
     return build_kd(
         spec, student=model, teacher=teacher, loss_cfg=getattr(cfg, "loss", None), source="kd config"
     )
 
 
 __all__ = [
+    "DENSE_KD_METHODS",
+    "KD_FAMILIES",
     "KD_METHODS",
+    "KD_REGISTRY",
     "KDEntry",
     "KDSpec",
     "build_kd",
     "build_kd_loss",
+    "check_family",
     "fold_legacy_kd_weight",
     "get_entry",
     "kd_names",
     "make_spec",
+    "methods_of",
     "register_kd",
     "spec_from_dict",
     "unregister_kd",
