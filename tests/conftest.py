@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.learning_data import learned_run, make_cfg, synth_root  # noqa: F401  (registered once)
+from tests.learning_data import learned_run, make_cfg, one_cpu_thread, synth_root  # noqa: F401  (registered once)
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO.parent / "shared" / "fixtures"

@@ -107,3 +107,13 @@ def learned_run(synth_root, tmp_path_factory) -> dict:
     finally:
         torch.set_num_threads(n)
     return {"run_dir": out, "seconds": seconds, "summary": summary}
+
+
+@pytest.fixture
+def one_cpu_thread():
+    """One torch thread for the test (much faster on a busy shared machine); restored after. The training and
+    inference test folders use it automatically (their ``conftest.py``)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

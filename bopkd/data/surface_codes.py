@@ -10,7 +10,6 @@ again, and an unreadable or inconsistent file is re-encoded with a warning. File
 
 from __future__ import annotations
 
-import hashlib
 import json
 import warnings
 import zipfile
@@ -29,6 +28,7 @@ from bopkd.geometry.surface_code import (
     encode_model,
 )
 from bopkd.utils.atomic import atomic_open
+from bopkd.utils.hashing import sha256_file
 
 CACHE_FORMAT = 1  # bump when the stored arrays or the encoding algorithm change
 CACHE_DIR_NAME = "surface_codes"
@@ -41,14 +41,6 @@ def model_path(models_dir: Path, obj_id: int) -> Path:
 
 def cache_path(cache_dir: Path, obj_id: int) -> Path:
     return Path(cache_dir) / f"obj_{int(obj_id):06d}.npz"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _save(path: Path, code: SurfaceCode, meta: dict) -> None:
@@ -132,7 +124,7 @@ def load_or_encode(
             )
         meta = {
             "format": CACHE_FORMAT,
-            "model_sha256": _sha256(ply),
+            "model_sha256": sha256_file(ply),
             "bits": int(bits),
             "min_vertices": int(min_vertices),
             "iterations": int(iterations),

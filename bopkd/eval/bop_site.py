@@ -27,7 +27,6 @@ says so in a note, and they are not valid for submission.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from bopkd.errors import BopkdError, MissingFileError
+from bopkd.utils.hashing import sha256_file
 
 #: Method names of files the BOP site accepts: letters, digits and ``-`` (no ``_``, ``.``, ``+``).
 SITE_METHOD_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
@@ -240,11 +240,7 @@ def detections_setting(detections: str | Path | None, modes: dict[str, str]) -> 
             "boxes; drop --detections"
         )
     load_detections(path)  # a malformed file stops the run here, not after the training stages
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return {"detections": str(path), "detections_sha256": h.hexdigest()}
+    return {"detections": str(path), "detections_sha256": sha256_file(path)}
 
 
 def gt_boxes_notice(dataset: str, registered: bool, modes: dict[str, str], detections) -> str | None:

@@ -28,6 +28,7 @@ from bopkd.data.dataset import BopDataset
 from bopkd.errors import BopkdError
 from bopkd.infer.dense_poses import DensePnPConfig, dense_poses, output_to_image_affine
 from bopkd.infer.export import Found
+from bopkd.infer.loop import inference_setup
 
 
 def run_family(cfg) -> str:
@@ -94,13 +95,9 @@ def run_dense_inference(model, loader, dev, cfg, bop: BopDataset, luts: dict, de
     """
     from tqdm import tqdm
 
-    targets: dict[tuple[int, int], set[int]] = defaultdict(set)
-    for t in bop.targets:
-        targets[(t.scene_id, t.im_id)].add(t.obj_id)
+    targets, amp, sync = inference_setup(bop, dev, cfg)
     pnp = pnp_config(cfg)
     stride = float(getattr(model, "stride", 2))  # input px per output px
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" and cfg.amp != "off" else None
-    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     per_image_s: dict[tuple[int, int], float] = defaultdict(float)
     found: list[Found] = []
     n_inputs = 0

@@ -62,6 +62,17 @@ def _forward(model, images: torch.Tensor, amp) -> dict:
     return {**outputs, "cls_logits": outputs["cls_logits"].float(), "kpts": outputs["kpts"].float()}
 
 
+def inference_setup(bop: BopDataset, dev, cfg):
+    """``(targets, amp, sync)`` of an inference loop: the target obj_ids per (scene_id, im_id), the bf16
+    autocast context (None off CUDA or with ``cfg.amp == "off"``) and the device synchronisation for timing."""
+    targets: dict[tuple[int, int], set[int]] = defaultdict(set)
+    for t in bop.targets:
+        targets[(t.scene_id, t.im_id)].add(t.obj_id)
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" and cfg.amp != "off" else None
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    return targets, amp, sync
+
+
 def run_inference(model, loader, dev, cfg: RunConfig, bop: BopDataset, desc: str, progress: bool):
     """Run the network, decoding and PnP over the loader, for the targets' objects of ``bop``.
 
@@ -73,12 +84,7 @@ def run_inference(model, loader, dev, cfg: RunConfig, bop: BopDataset, desc: str
 
     obj_ids = list(model.obj_ids)
     corners = class_corners(obj_ids, bop.models_info())
-    targets: dict[tuple[int, int], set[int]] = defaultdict(set)
-    for t in bop.targets:
-        targets[(t.scene_id, t.im_id)].add(t.obj_id)
-
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" and cfg.amp != "off" else None
-    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    targets, amp, sync = inference_setup(bop, dev, cfg)
     per_image_s: dict[tuple[int, int], float] = defaultdict(float)
     found: list[Found] = []
     n_inputs = 0

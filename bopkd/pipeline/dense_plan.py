@@ -16,6 +16,15 @@ import dataclasses
 
 from bopkd.config import merge_into
 from bopkd.errors import BopkdError
+from bopkd.pipeline.plan import (
+    _stage,
+    add_model_stages,
+    hashed_train_config,
+    kd_entry,
+    result_method,
+    student_name,
+    train_config,
+)
 from bopkd.pipeline.presets import PipelinePreset
 
 #: The dense teacher's stage name (its students depend on it).
@@ -60,35 +69,26 @@ def dense_preset(preset: PipelinePreset) -> PipelinePreset:
 def dense_method(role: str, backbone: str, method: str, seed: int) -> str:
     """BOP method name of a dense model: ``bopkd-dense-teacher-darknettinyh-s0``, ``bopkd-dense-ot-tinycpu-s0``
     (``fkd+ot`` -> ``fkdot``; :func:`bopkd.pipeline.plan.result_method`)."""
-    from bopkd.pipeline.plan import result_method
-
     return result_method(role, backbone, method, seed).replace("bopkd-", "bopkd-dense-", 1)
 
 
 def dense_stages(p) -> dict:
     """Add the dense family's training, predict and score stages to the planner ``p``
     (:class:`bopkd.pipeline.plan._Planner`); return the dense teacher's full training config."""
-    from bopkd.pipeline.plan import (
-        _stage,
-        add_model_stages,
-        hashed_train_config,
-        kd_entry,
-        student_name,
-        train_config,
-    )
-
     preset = dense_preset(p.preset)
     for m in p.methods:
         kd_entry(m, "--methods", "dense")
     bb, seed0 = preset.teacher_backbone, p.seeds[0]
-    cfg = train_config(p.opts, preset, p.dataset, "teacher", bb, seed0, "-", p.ov, family="dense")
+    cfg = train_config(p.options, preset, p.dataset, "teacher", bb, seed0, "-", p.ov, family="dense")
     title = f"dense teacher {bb}, {cfg['iters']} iterations"
     train = _stage(DENSE_TEACHER, "teacher", title, ["data"], hashed_train_config(cfg), params={"full": cfg})
     add_model_stages(p, train, DENSE_TEACHER, dense_method("teacher", bb, "-", seed0))
     for sb in preset.students:
         for seed in p.seeds:
             for m in p.methods:
-                scfg = train_config(p.opts, preset, p.dataset, "student", sb, seed, m, p.ov, family="dense")
+                scfg = train_config(
+                    p.options, preset, p.dataset, "student", sb, seed, m, p.ov, family="dense"
+                )
                 hashed = hashed_train_config(scfg)
                 label = "dense-" + student_name(sb, m, seed)
                 train = _stage(

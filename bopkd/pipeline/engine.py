@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from bopkd.errors import BopkdError
-from bopkd.utils.atomic import atomic_write_json
+from bopkd.utils.atomic import atomic_write_json, pid_alive
 
 #: Version of the stage records (``RUN/stages/<stage>.json``); a record of another version is not trusted.
 RECORD_VERSION = 1
@@ -50,7 +50,8 @@ _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 def sha256_file(path: Path) -> str:
-    """SHA-256 hex digest of a file, read in 1 MiB chunks."""
+    """SHA-256 hex digest of a file, read in 1 MiB chunks (kept here: the runner imports no bopkd module
+    but :mod:`bopkd.errors` and :mod:`bopkd.utils.atomic`)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -299,13 +300,7 @@ class RunLock:
     def _alive(pid) -> bool:
         if not isinstance(pid, int) or pid <= 0:
             return True  # unknown: assume a live run
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+        return pid_alive(pid)
 
     def _acquire(self, p: Path):
         p.parent.mkdir(parents=True, exist_ok=True)

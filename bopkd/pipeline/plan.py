@@ -188,8 +188,8 @@ def run_folder_name(opts: PipelineOptions) -> str:
 
 
 @dataclass
-class Plan:
-    """The resolved settings and the ordered stages."""
+class _Resolved:
+    """The options resolved against the preset."""
 
     options: PipelineOptions
     preset: PipelinePreset
@@ -198,6 +198,12 @@ class Plan:
     methods: list[str]
     students: list[str]
     seeds: list[int]
+
+
+@dataclass
+class Plan(_Resolved):
+    """The resolved settings and the ordered stages."""
+
     run_folder: Path
     report_dir: Path
     stages: list[Stage]
@@ -208,16 +214,9 @@ class Plan:
 
 
 @dataclass
-class _Planner:
+class _Planner(_Resolved):
     """The options resolved against the preset, and the stages planned so far."""
 
-    opts: PipelineOptions
-    preset: PipelinePreset
-    dataset: str
-    registered: bool
-    methods: list[str]
-    students: list[str]
-    seeds: list[int]
     ov: Overrides
     metrics: list[str]
     families: list[str] = field(default_factory=lambda: ["sparse"])
@@ -226,15 +225,15 @@ class _Planner:
 
     @property
     def run_folder(self) -> Path:
-        return Path(self.opts.runs) / f"{self.dataset}-{self.preset.name}"
+        return Path(self.options.runs) / f"{self.dataset}-{self.preset.name}"
 
     @property
     def report_dir(self) -> Path:
-        return Path(self.opts.reports) / f"{self.dataset}-{self.preset.name}"
+        return Path(self.options.reports) / f"{self.dataset}-{self.preset.name}"
 
     @property
     def scores_dir(self) -> Path:
-        return Path(self.opts.results) / "scores"
+        return Path(self.options.results) / "scores"
 
     def names(self, kind: str) -> list[str]:
         return [s.name for s in self.stages if s.kind == kind]
@@ -316,9 +315,9 @@ def _data_stage(p: _Planner) -> Stage:
         from bopkd.data.registry import DATASETS
 
         parts = parse_parts(DATASETS[p.dataset], list(p.preset.parts))
-        config = {"dataset": p.dataset, "root": str(p.opts.root), "parts": parts}
+        config = {"dataset": p.dataset, "root": str(p.options.root), "parts": parts}
         return _stage("data", "data", f"download {p.dataset}: {', '.join(parts)}", [], config)
-    cfg = _synth_config(p.preset, p.dataset, p.opts.root, p.ov)
+    cfg = _synth_config(p.preset, p.dataset, p.options.root, p.ov)
     title = f"synthesise {p.dataset}: {cfg['train']} train + {cfg['test']} test images"
     return _stage("data", "data", title, [], {"synth": cfg})
 
@@ -349,11 +348,11 @@ def add_model_stages(p: _Planner, train: Stage, label: str, method: str) -> None
     predict = {
         "method": method,
         "dataset": p.dataset,
-        "root": str(p.opts.root),
-        "results": str(p.opts.results),
+        "root": str(p.options.root),
+        "results": str(p.options.results),
         "sets": list(p.preset.predict) + list(p.ov.predict),
     }
-    score = {"metrics": p.metrics, "root": str(p.opts.root), "scores": str(p.scores_dir)}
+    score = {"metrics": p.metrics, "root": str(p.options.root), "scores": str(p.scores_dir)}
     p.stages += [
         train,
         _stage(pname, "predict", f"predict {method} on {p.dataset} test", [train.name, "data"], predict),
@@ -364,7 +363,7 @@ def add_model_stages(p: _Planner, train: Stage, label: str, method: str) -> None
 def _teacher_stages(p: _Planner) -> dict:
     """Add the teacher's stages; return its full training config."""
     bb, seed = p.preset.teacher_backbone, p.seeds[0]
-    cfg = train_config(p.opts, p.preset, p.dataset, "teacher", bb, seed, "-", p.ov)
+    cfg = train_config(p.options, p.preset, p.dataset, "teacher", bb, seed, "-", p.ov)
     title = f"teacher {bb}, {cfg['iters']} iterations"
     train = _stage("teacher", "teacher", title, ["data"], hashed_train_config(cfg), params={"full": cfg})
     _add_model(p, train, "teacher", bb, "-", seed)
@@ -378,7 +377,7 @@ def _student_stages(p: _Planner) -> None:
     runs += [(v.method, seed, v) for v in p.preset.variants if v.method in p.methods for seed in v.seeds]
     for bb in p.students:
         for m, seed, variant in runs:
-            cfg = train_config(p.opts, p.preset, p.dataset, "student", bb, seed, m, p.ov, variant)
+            cfg = train_config(p.options, p.preset, p.dataset, "student", bb, seed, m, p.ov, variant)
             hashed = hashed_train_config(cfg)
             tag = variant.tag if variant is not None else ""
             w = hashed["kd"]["weight"]
@@ -444,7 +443,7 @@ def _report_stage(p: _Planner, teacher: dict | None, dense: dict | None = None) 
     predict_names, score_names = p.names("predict"), p.names("score")
     config = {
         "out": str(p.report_dir),
-        "results": str(p.opts.results),
+        "results": str(p.options.results),
         "scores": str(p.scores_dir),
         "title": f"bopkd: {p.dataset}, {p.preset.name} preset",
         "summary": _report_summary(p, teacher, dense),

@@ -52,7 +52,8 @@ def atomic_write_json(path: str | Path, obj: Any, indent: int | None = 2, sort_k
     atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=sort_keys) + "\n")
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id exists (one of another user counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -67,7 +68,7 @@ def _remove_stale(parent: Path, name: str) -> None:
     for p in parent.glob(f".{name}.*-*-*"):
         kind, _, rest = p.name[len(name) + 2 :].partition("-")
         pid = rest.partition("-")[0]
-        if kind in ("new", "old") and pid.isdigit() and not _pid_alive(int(pid)) and p.is_dir():
+        if kind in ("new", "old") and pid.isdigit() and not pid_alive(int(pid)) and p.is_dir():
             shutil.rmtree(p, ignore_errors=True)
 
 

@@ -1,16 +1,11 @@
-"""Fixtures of the inference tests; the dataset and trained run they share with the training tests are
-in :mod:`tests.learning_data`."""
+"""Fixtures of the inference tests: every test runs with one torch thread; the dataset and trained run they share with
+the training tests are in :mod:`tests.learning_data`."""
 
 from __future__ import annotations
 
 import pytest
-import torch
 
 
 @pytest.fixture(autouse=True)
-def _one_cpu_thread():
-    """Inference tests run with one torch thread (much faster on a busy shared machine); restored after."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_cpu_thread):
     yield
-    torch.set_num_threads(n)

@@ -33,6 +33,7 @@ from bopkd.data.download.urls import ENV_MIRROR
 from bopkd.data.registry import DEFAULT_BASE_URL
 from bopkd.errors import BopkdError
 from bopkd.utils.atomic import atomic_write_json
+from bopkd.utils.hashing import sha256_file, sha256_hasher
 
 _CHUNK = 1 << 20
 _USER_AGENT = f"bopkd/{__version__} (python-urllib)"
@@ -88,20 +89,6 @@ def format_bytes(n: float) -> str:
     if n >= 1e6:
         return f"{n / 1e6:.1f} MB"
     return f"{n / 1e3:.1f} kB"
-
-
-def _sha256_file(path: Path, upto: int | None = None) -> hashlib._Hash:
-    h = hashlib.sha256()
-    left = upto
-    with open(path, "rb") as f:
-        while left is None or left > 0:
-            chunk = f.read(_CHUNK if left is None else min(_CHUNK, left))
-            if not chunk:
-                break
-            h.update(chunk)
-            if left is not None:
-                left -= len(chunk)
-    return h
 
 
 def sidecar_path(dest: Path) -> Path:
@@ -183,7 +170,7 @@ def download_file(
         if rec and rec.get("size") == got_size and isinstance(rec.get("sha256"), str):
             got_sha = rec["sha256"]
         else:
-            got_sha = _sha256_file(dest).hexdigest()
+            got_sha = sha256_file(dest)
         try:
             _verify(dest, got_size, got_sha, size, sha256, url, dest.with_name(dest.name + ".part"))
         except BopkdError:
@@ -242,7 +229,7 @@ class _HashState:
 
     def sync(self, part: Path, offset: int) -> None:
         if self.n != offset:
-            self.h = _sha256_file(part, offset) if offset > 0 else hashlib.sha256()
+            self.h = sha256_hasher(part, offset) if offset > 0 else hashlib.sha256()
             self.n = offset
 
     def update(self, chunk: bytes) -> None:

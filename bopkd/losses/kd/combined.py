@@ -31,29 +31,23 @@ class FKDOTConfig:
         return self
 
 
-@register_kd(
-    "fkd+ot",
-    config=FKDOTConfig,
-    summary="fkd and ot added (--kd-weight sets the ot weight)",
-    terms=("kd_fkd_feat", "kd_fkd_att", "kd_fkd_nl", "kd_ot"),
-    weight_key=("ot", "weight"),
-)
-class FKDOT(KDMethod):
-    """Sum of :class:`~bopkd.losses.kd.fkd.FKD` and :class:`~bopkd.losses.kd.ot_kd.OTKD` (terms kept apart)."""
+class CombinedKD(KDMethod):
+    """Sum of a feature distillation ``fkd`` and an OT distillation ``ot`` (terms kept apart).
 
-    @classmethod
-    def build(cls, cfg: FKDOTConfig, *, student=None, teacher=None, loss_cfg=None) -> FKDOT:
-        """FKD's adapters sized from the feature channels of ``student`` and ``teacher`` (both needed)."""
-        w = cfg.fkd.features
-        return cls(cfg, network_channels(student, w), network_channels(teacher, w), loss_cfg)
+    A subclass names its config (``config_type``, with ``fkd`` and ``ot`` parts) and builds the two in
+    :meth:`parts`.
+    """
 
-    def __init__(
-        self, cfg: FKDOTConfig | None = None, student_channels=None, teacher_channels=None, loss_cfg=None
-    ):
-        cfg = (cfg or FKDOTConfig()).validate()
+    config_type: type
+
+    def __init__(self, cfg=None, student_channels=None, teacher_channels=None, loss_cfg=None):
+        cfg = (cfg or self.config_type()).validate()
         super().__init__(cfg, loss_cfg)
-        self.fkd = FKD(cfg.fkd, student_channels, teacher_channels, loss_cfg)
-        self.ot = OTKD(cfg.ot, loss_cfg)
+        self.fkd, self.ot = self.parts(cfg, student_channels, teacher_channels, loss_cfg)
+
+    def parts(self, cfg, student_channels, teacher_channels, loss_cfg) -> tuple[KDMethod, KDMethod]:
+        """The ``(fkd, ot)`` modules of ``cfg``."""
+        raise NotImplementedError
 
     def forward(
         self,
@@ -65,3 +59,25 @@ class FKDOT(KDMethod):
         terms = dict(self.fkd(student_out, batch, teacher_out, assignment=assignment))
         terms.update(self.ot(student_out, batch, teacher_out, assignment=assignment))
         return terms
+
+
+@register_kd(
+    "fkd+ot",
+    config=FKDOTConfig,
+    summary="fkd and ot added (--kd-weight sets the ot weight)",
+    terms=("kd_fkd_feat", "kd_fkd_att", "kd_fkd_nl", "kd_ot"),
+    weight_key=("ot", "weight"),
+)
+class FKDOT(CombinedKD):
+    """Sum of :class:`~bopkd.losses.kd.fkd.FKD` and :class:`~bopkd.losses.kd.ot_kd.OTKD` (terms kept apart)."""
+
+    config_type = FKDOTConfig
+
+    @classmethod
+    def build(cls, cfg: FKDOTConfig, *, student=None, teacher=None, loss_cfg=None) -> FKDOT:
+        """FKD's adapters sized from the feature channels of ``student`` and ``teacher`` (both needed)."""
+        w = cfg.fkd.features
+        return cls(cfg, network_channels(student, w), network_channels(teacher, w), loss_cfg)
+
+    def parts(self, cfg: FKDOTConfig, student_channels, teacher_channels, loss_cfg) -> tuple[FKD, OTKD]:
+        return FKD(cfg.fkd, student_channels, teacher_channels, loss_cfg), OTKD(cfg.ot, loss_cfg)

@@ -10,9 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch
-
-from bopkd.losses.kd.base import KDMethod
+from bopkd.losses.kd.combined import CombinedKD
 from bopkd.losses.kd.dense_fkd import DenseFKD, DenseFKDConfig, encoder_channels
 from bopkd.losses.kd.dense_ot import DenseOTKD, DenseOTKDConfig
 from bopkd.losses.kd.registry import register_kd
@@ -39,29 +37,17 @@ class DenseFKDOTConfig:
     terms=("kd_fkd_feat", "kd_fkd_att", "kd_fkd_nl", "kd_ot"),
     weight_key=("ot", "weight"),
 )
-class DenseFKDOT(KDMethod):
+class DenseFKDOT(CombinedKD):
     """Sum of :class:`DenseFKD` and :class:`DenseOTKD` (terms kept apart)."""
+
+    config_type = DenseFKDOTConfig
 
     @classmethod
     def build(cls, cfg: DenseFKDOTConfig, *, student=None, teacher=None, loss_cfg=None) -> DenseFKDOT:
         """FKD's adapters sized from the encoder channels of ``student`` and ``teacher`` (both needed)."""
         return cls(cfg, encoder_channels(student), encoder_channels(teacher), loss_cfg)
 
-    def __init__(
-        self, cfg: DenseFKDOTConfig | None = None, student_channels=None, teacher_channels=None, loss_cfg=None
-    ):
-        cfg = (cfg or DenseFKDOTConfig()).validate()
-        super().__init__(cfg, loss_cfg)
-        self.fkd = DenseFKD(cfg.fkd, student_channels, teacher_channels, loss_cfg)
-        self.ot = DenseOTKD(cfg.ot, loss_cfg)
-
-    def forward(
-        self,
-        student_out: dict,
-        batch: dict,
-        teacher_out: dict | None = None,
-        assignment: dict | None = None,
-    ) -> dict[str, torch.Tensor]:
-        terms = dict(self.fkd(student_out, batch, teacher_out, assignment=assignment))
-        terms.update(self.ot(student_out, batch, teacher_out, assignment=assignment))
-        return terms
+    def parts(
+        self, cfg: DenseFKDOTConfig, student_channels, teacher_channels, loss_cfg
+    ) -> tuple[DenseFKD, DenseOTKD]:
+        return DenseFKD(cfg.fkd, student_channels, teacher_channels, loss_cfg), DenseOTKD(cfg.ot, loss_cfg)

@@ -22,7 +22,6 @@ import torch
 from torch import nn
 
 from bopkd.errors import BopkdError
-from bopkd.losses.kd.base import require_teacher, zero_like_graph
 from bopkd.losses.kd.fkd import FKD
 from bopkd.losses.kd.registry import register_kd
 
@@ -125,32 +124,10 @@ class DenseFKD(FKD):
         """1: ZebraPose's task terms are per-pixel means (module docstring)."""
         return 1.0
 
-    def forward(
-        self,
-        student_out: dict,
-        batch: dict,
-        teacher_out: dict | None = None,
-        assignment: dict | None = None,
-    ) -> dict[str, torch.Tensor]:
-        cfg: DenseFKDConfig = self.cfg
-        t = require_teacher(self.name, teacher_out)
-        for who, out in (("student", student_out), ("teacher", t)):
-            if "features" not in out or "mask_logits" not in out:
-                raise BopkdError(
-                    f"dense fkd: the {who}'s outputs lack 'features'/'mask_logits': use dense networks for both"
-                )
-        s_by = dict(zip(dense_feature_strides(student_out), student_out["features"], strict=True))
-        t_by = dict(zip(dense_feature_strides(t), t["features"], strict=True))
-        zero = zero_like_graph(student_out["features"][0])
-        feat, att, nl = zero, zero, zero
-        for s in self.strides:
-            if s not in s_by or s not in t_by:
-                continue
-            f_, a_, n_ = self.level_terms(s, s_by[s], t_by[s])
-            feat, att, nl = feat + f_, att + a_, nl + n_
-        w = cfg.weight
-        return {
-            "kd_fkd_feat": w * cfg.feat_weight * feat,
-            "kd_fkd_att": w * cfg.att_weight * att,
-            "kd_fkd_nl": w * cfg.nonlocal_weight * nl,
-        }
+    def level_maps(self, out: dict, who: str) -> tuple[list[int], list[torch.Tensor]]:
+        """(strides, maps) of the encoder maps of ``out``, the ``who`` network's dense outputs."""
+        if "features" not in out or "mask_logits" not in out:
+            raise BopkdError(
+                f"dense fkd: the {who}'s outputs lack 'features'/'mask_logits': use dense networks for both"
+            )
+        return dense_feature_strides(out), out["features"]

@@ -247,6 +247,11 @@ class FKD(KDMethod):
             return 1.0
         return float(max(int(self.positives(student_out, batch, assignment)["num_pos"]), 1))
 
+    def level_maps(self, out: dict, who: str) -> tuple[list[int], list[torch.Tensor]]:
+        """(strides, maps) of the feature maps distilled from ``out``, the ``who`` network's outputs."""
+        key = "features" if self.cfg.features == "fpn" else "backbone_features"
+        return feature_strides(out[key], out, key), out[key]
+
     def level_terms(
         self, s: int, fs: torch.Tensor, ft: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -275,10 +280,10 @@ class FKD(KDMethod):
     ) -> dict[str, torch.Tensor]:
         cfg: FKDConfig = self.cfg
         t = require_teacher(self.name, teacher_out)
-        key = "features" if cfg.features == "fpn" else "backbone_features"
-        s_feats, t_feats = student_out[key], t[key]
-        s_by = dict(zip(feature_strides(s_feats, student_out, key), s_feats, strict=True))
-        t_by = dict(zip(feature_strides(t_feats, t, key), t_feats, strict=True))
+        s_strides, s_feats = self.level_maps(student_out, "student")
+        t_strides, t_feats = self.level_maps(t, "teacher")
+        s_by = dict(zip(s_strides, s_feats, strict=True))
+        t_by = dict(zip(t_strides, t_feats, strict=True))
         zero = zero_like_graph(s_feats[0])
         feat, att, nl = zero, zero, zero
         for s in self.strides:  # pyramid levels
