@@ -28,10 +28,13 @@ _P = 2  # exponent of the ground cost C = |x - y|^p / p; the paper (and this mod
 def _cost(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Half squared Euclidean distances ``C[b, i, j] = |x[b, i] - y[b, j]|^2 / 2``: (B,N,D),(B,M,D) -> (B,N,M).
 
-    Written as a difference (not geomloss's ``|x|^2 - 2 x.y + |y|^2``), which is exact on the diagonal of
-    C(x, x) and avoids cancellation in float32.
+    From the differences (``torch.cdist`` without its ``|x|^2 - 2 x.y + |y|^2`` matrix-product path, which
+    geomloss uses): exact on the diagonal of C(x, x) and free of cancellation in float32 (with blur 0.001,
+    C / eps would carry errors of order |x|^2 * 1e-7 / 1e-6). cdist's fused kernel and its backward do not
+    materialise the (B, N, M, D) differences: 2.6x faster than broadcasting them at N = M = 64, D = 16, and
+    10x at 256 points (one CPU thread, forward + backward).
     """
-    return ((x[:, :, None, :] - y[:, None, :, :]) ** 2).sum(-1) / 2
+    return torch.cdist(x, y, compute_mode="donot_use_mm_for_euclid_dist").square() / 2
 
 
 # Terms of a log-sum-exp more than e^80 below its largest term are raised to e^-80 times it: invisible
@@ -194,8 +197,9 @@ def sinkhorn_divergence(
     a_log = torch.where(valid[:, None], torch.where(pa, a.detach().log(), neg_inf), 0.0)
     b_log = torch.where(valid[:, None], torch.where(pb, b.detach().log(), neg_inf), 0.0)
 
-    potentials = _sinkhorn_loop(x, y, a_log, b_log, eps_tab, mode_tab, all_active, rho)
-    f_ba, g_ab, f_aa, g_bb = _extrapolate(x, y, a_log, b_log, potentials, blur, rho)
+    costs = _costs(x.detach(), y.detach())
+    potentials = _sinkhorn_loop(costs, a_log, b_log, eps_tab, mode_tab, all_active, rho)
+    f_ba, g_ab, f_aa, g_bb = _extrapolate(x, y, a_log, b_log, costs, potentials, blur, rho)
     value = _dual_value(a, b, f_ba, g_ab, f_aa, g_bb, blur**_P, rho)
     return torch.where(valid, value, 0.0)
 
@@ -263,9 +267,18 @@ def _schedule(
     return eps_tab, mode_tab, (mode_np == 2).all(0)
 
 
+def _costs(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The costs of the four problems stacked, (4B, L, L) with L = max(N, M): C(x, y), C(y, x), C(x, x),
+    C(y, y) of the detached sets x (B,N,D) and y (B,M,D), both padded with zero points to L."""
+    with torch.no_grad():
+        L = max(x.shape[1], y.shape[1])
+        xd, yd = _pad_points(x, L), _pad_points(y, L)
+        c_xy = _cost(xd, yd)
+        return torch.cat([c_xy, c_xy.transpose(1, 2), _cost(xd, xd), _cost(yd, yd)])
+
+
 def _sinkhorn_loop(
-    x: torch.Tensor,
-    y: torch.Tensor,
+    cost: torch.Tensor,
     a_log: torch.Tensor,
     b_log: torch.Tensor,
     eps_tab: torch.Tensor,
@@ -273,51 +286,59 @@ def _sinkhorn_loop(
     all_active: np.ndarray,
     rho: float | None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Potentials (f_ba (B,N), g_ab (B,M), f_aa (B,N), g_bb (B,M)) after the epsilon schedule, no autograd.
+    """Potentials (f_ba (B,N), g_ab (B,M), f_aa (B,N), g_bb (B,M)) after the epsilon schedule, no autograd;
+    ``cost`` (4B, L, L) from :func:`_costs`.
 
     Each step updates the four problems (a,b), (b,a), (a,a), (b,b) from the same old potentials
     ("symmetric" updates, geomloss ``sinkhorn_loop``): ``f <- (f + lambda softmin_eps(C, log b + g/eps))/2``
     with the damping ``lambda = 1 / (1 + eps/rho)`` of unbalanced OT (1 when balanced).
+
+    The four problems are solved as one batch of 4B: both sets are padded to L = max(N, M) points (padding
+    has log-weight -inf, so it adds nothing to a log-sum-exp; its own potentials are finite and dropped), so
+    that a step is one log-sum-exp over a (4B, L, L) cost instead of four (a quarter of the small-tensor
+    operations that dominate this loop at the sizes of a training step).
     """
     B, N = a_log.shape
     M = b_log.shape[1]
-    # Per-step constants, (T, B, 1): 1/eps, -1/eps and -lambda eps.
-    eps_cols = eps_tab.T[:, :, None]
+    L = cost.shape[-1]
+    # Per-step constants, (T, 4B, 1): 1/eps, -1/eps and -lambda eps, the same for the four problems.
+    eps_cols = eps_tab.T.repeat(1, 4)[:, :, None]
     inv_eps = 1 / eps_cols
     lam_cols = torch.ones_like(eps_cols) if rho is None else 1 / (1 + eps_cols / rho)
     out_scale = -lam_cols * eps_cols
     neg_inv_eps = -inv_eps[..., None]
-    modes = mode_tab.T[:, :, None]
+    modes = mode_tab.T.repeat(1, 4)[:, :, None]
     with torch.no_grad():
-        xd, yd = x.detach(), y.detach()
-        c_xy = _cost(xd, yd)
-        c_yx = c_xy.transpose(1, 2).contiguous()
-        c_xx = _cost(xd, xd)
-        c_yy = _cost(yd, yd)
-        f_ba = x.new_zeros(B, N)
-        g_ab = x.new_zeros(B, M)
-        f_aa = x.new_zeros(B, N)
-        g_bb = x.new_zeros(B, M)
+        a_pad, b_pad = _pad_log_weights(a_log, L), _pad_log_weights(b_log, L)
+        # Rows of the stacked problems (costs from :func:`_costs`): f_ba, g_ab, f_aa, g_bb; each takes the
+        # log-weights of the set it sums over and that set's current potential (its partner's for (a,b)
+        # and (b,a), its own else).
+        log_w = torch.cat([b_pad, a_pad, a_pad, b_pad])
+        partner = torch.tensor([1, 0, 2, 3], device=cost.device)
+        pot = cost.new_zeros(4, B, L)
         for t in range(eps_tab.shape[1]):
-            ie, ne, sc = inv_eps[t], neg_inv_eps[t], out_scale[t]
-            ft_ba = _lse_nograd(ne, c_xy, torch.addcmul(b_log, g_ab, ie)).mul_(sc)
-            gt_ab = _lse_nograd(ne, c_yx, torch.addcmul(a_log, f_ba, ie)).mul_(sc)
-            ft_aa = _lse_nograd(ne, c_xx, torch.addcmul(a_log, f_aa, ie)).mul_(sc)
-            gt_bb = _lse_nograd(ne, c_yy, torch.addcmul(b_log, g_bb, ie)).mul_(sc)
+            h = torch.addcmul(log_w, pot[partner].view(4 * B, L), inv_eps[t])
+            new = _lse_nograd(neg_inv_eps[t], cost, h).mul_(out_scale[t]).view(4, B, L)
             if all_active[t]:  # averaged update f <- (f + ft) / 2
-                f_ba, g_ab, f_aa, g_bb = (
-                    f_ba.add_(ft_ba).mul_(0.5),
-                    g_ab.add_(gt_ab).mul_(0.5),
-                    f_aa.add_(ft_aa).mul_(0.5),
-                    g_bb.add_(gt_bb).mul_(0.5),
-                )
+                pot.add_(new).mul_(0.5)
             else:  # mode 2: averaged update; 1: initialisation (update from 0, kept); 0: not started
-                mode = modes[t]
-                f_ba = torch.where(mode == 2, (f_ba + ft_ba) * 0.5, torch.where(mode == 1, ft_ba, f_ba))
-                g_ab = torch.where(mode == 2, (g_ab + gt_ab) * 0.5, torch.where(mode == 1, gt_ab, g_ab))
-                f_aa = torch.where(mode == 2, (f_aa + ft_aa) * 0.5, torch.where(mode == 1, ft_aa, f_aa))
-                g_bb = torch.where(mode == 2, (g_bb + gt_bb) * 0.5, torch.where(mode == 1, gt_bb, g_bb))
-    return f_ba, g_ab, f_aa, g_bb
+                mode = modes[t].view(4, B, 1)
+                pot = torch.where(mode == 2, (pot + new) * 0.5, torch.where(mode == 1, new, pot))
+    return pot[0, :, :N], pot[1, :, :M], pot[2, :, :N], pot[3, :, :M]
+
+
+def _pad_points(x: torch.Tensor, n: int) -> torch.Tensor:
+    """(B, N, D) points padded with zeros to (B, n, D)."""
+    return x if x.shape[1] == n else torch.nn.functional.pad(x, (0, 0, 0, n - x.shape[1]))
+
+
+def _pad_log_weights(w_log: torch.Tensor, n: int) -> torch.Tensor:
+    """(B, N) log-weights padded with -inf (absent points) to (B, n)."""
+    return (
+        w_log
+        if w_log.shape[1] == n
+        else torch.nn.functional.pad(w_log, (0, n - w_log.shape[1]), value=-math.inf)
+    )
 
 
 def _extrapolate(
@@ -325,21 +346,33 @@ def _extrapolate(
     y: torch.Tensor,
     a_log: torch.Tensor,
     b_log: torch.Tensor,
+    costs: torch.Tensor,
     potentials: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
     blur: float,
     rho: float | None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The last update at ``eps = blur^2`` with autograd on, from the detached ``potentials`` (geomloss
-    ``sinkhorn_loop`` after its loop; ``sinkhorn_tensorized`` detaches the right-hand points of each cost)."""
+    ``sinkhorn_loop`` after its loop; ``sinkhorn_tensorized`` detaches the right-hand points of each cost).
+
+    A cost whose left-hand points need no gradient (the teacher's, in distillation) is the loop's
+    (``costs`` from :func:`_costs`, equal to recomputing it); the others are recomputed under autograd.
+    """
     f_ba, g_ab, f_aa, g_bb = potentials
+    B = x.shape[0]
+    c_xy, c_yx, c_xx, c_yy = costs.view(4, B, *costs.shape[1:]).unbind(0)
     eps_f = blur**_P
-    eps = torch.full((x.shape[0],), eps_f, dtype=x.dtype, device=x.device)
+    eps = torch.full((B,), eps_f, dtype=x.dtype, device=x.device)
     lam = 1.0 if rho is None else 1 / (1 + eps_f / rho)
+
+    def cost(left: torch.Tensor, right: torch.Tensor, cached: torch.Tensor) -> torch.Tensor:
+        n, m = left.shape[1], right.shape[1]
+        return _cost(left, right.detach()) if left.requires_grad else cached[:, :n, :m]
+
     return (
-        lam * _softmin(eps, _cost(x, y.detach()), b_log + g_ab / eps_f),
-        lam * _softmin(eps, _cost(y, x.detach()), a_log + f_ba / eps_f),
-        lam * _softmin(eps, _cost(x, x.detach()), a_log + f_aa / eps_f),
-        lam * _softmin(eps, _cost(y, y.detach()), b_log + g_bb / eps_f),
+        lam * _softmin(eps, cost(x, y, c_xy), b_log + g_ab / eps_f),
+        lam * _softmin(eps, cost(y, x, c_yx), a_log + f_ba / eps_f),
+        lam * _softmin(eps, cost(x, x, c_xx), a_log + f_aa / eps_f),
+        lam * _softmin(eps, cost(y, y, c_yy), b_log + g_bb / eps_f),
     )
 
 
