@@ -20,6 +20,12 @@ GUOShuxuan/kd-6d-pose-adlp) in :data:`REFERENCE`:
   the instance's GT visible mask, a deviation) and ``teacher_pnp`` (True: instances whose teacher cells give
   no PnP pose are skipped, as the reference skips such images; False: they are kept, a deviation).
 
+For the dense family (``family: dense``, ZebraPose's loss, :mod:`bopkd.losses.zebra`) a row states instead
+``code_loss``: which pixels the code term covers and how it is averaged (``dense.loss.code_mask`` /
+``code_reduction``; ZebraPose's code: ``pred/all_pixels``, anything else a deviation), and for the dense
+``ot`` and ``fkd+ot``: ``detach_masses`` (False: the student's mask masses stay live) and ``ot_cells`` (the
+pooling factor and which cells take part: a choice the paper leaves open, stated without a tag).
+
 Configs written before ``loss.reduction`` existed lack that key. The code that wrote them normalised the task
 loss by the number of positive cells, and its ``OTKDConfig.teacher_region`` default was ``"mask"``; so a
 config without ``loss.reduction`` is read as ``reduction = "mean_per_positive"`` and, where its kd options do
@@ -39,7 +45,16 @@ from functools import partial
 from bopkd.errors import BopkdError
 
 #: Values of the reference code; any other value is labelled in the row name.
-REFERENCE = {"reduction": "sum", "detach_scores": False, "teacher_region": "all", "teacher_pnp": True}
+REFERENCE = {
+    "reduction": "sum",
+    "detach_scores": False,
+    "teacher_region": "all",
+    "teacher_pnp": True,
+    "code_loss": "pred/all_pixels",
+    "detach_masses": False,
+}
+#: Settings without a reference value (stated in every label of a row that has them, without a tag).
+UNREFERENCED = ("ot_cells",)
 #: Defaults of the code that wrote configs without ``loss.reduction`` (see the module docstring).
 LEGACY = {"reduction": "mean_per_positive", "teacher_region": "mask"}
 #: Config keys that do not change what is trained (dotted; a key also hides everything below it).
@@ -70,6 +85,13 @@ _PHRASES = {
     "detach_scores": {False: ("live scores", ""), True: ("detached scores", "ablation")},
     "teacher_region": {"all": ("all teacher cells", ""), "mask": ("teacher cells in GT mask", "deviation")},
     "teacher_pnp": {True: ("teacher-PnP filter", ""), False: ("no teacher-PnP filter", "deviation")},
+    "code_loss": {
+        "pred/all_pixels": ("ZebraPose's code loss", ""),
+        "gt/mask": ("code loss over the GT mask", "deviation"),
+        "gt/all_pixels": ("code loss over the GT mask, all-pixel mean", "deviation"),
+        "pred/mask": ("code loss over the predicted mask, its mean", "deviation"),
+    },
+    "detach_masses": {False: ("live masses", ""), True: ("detached masses", "ablation")},
 }
 
 
@@ -87,10 +109,17 @@ class RowSettings:
     assumed: str = ""  # defaults assumed for an older config (see the module docstring)
     source: str = ""  # the config file read, or why none was
     family: str = "sparse"  # the run's network family ("sparse" or "dense")
+    code_loss: str | None = None  # dense: "code_mask/code_reduction" of ZebraPose's loss
+    detach_masses: bool | None = None  # dense ot: the student's mask masses detached
+    ot_cells: str | None = None  # dense ot: "pool 4", "pool 4, teacher mask > 0.5", "+ position"
 
     def values(self) -> dict[str, object]:
         """The labelled settings that apply to this row's method."""
-        keys = ["reduction"] + (list(REFERENCE)[1:] if self.method in OT_METHODS else [])
+        ot = self.method in OT_METHODS
+        if self.family == "dense":
+            keys = ["code_loss"] + (["detach_masses", "ot_cells"] if ot else [])
+        else:
+            keys = ["reduction"] + (["detach_scores", "teacher_region", "teacher_pnp"] if ot else [])
         return {k: getattr(self, k) for k in keys if getattr(self, k) is not None}
 
     def weight_text(self) -> str:
@@ -101,6 +130,8 @@ class RowSettings:
 
 def phrase(key: str, value: object) -> str:
     """``"detached scores — ablation"``: a setting in words, tagged when it is not the reference's."""
+    if key in UNREFERENCED:
+        return str(value)
     text, tag = _PHRASES[key].get(value, (f"{key}={value}", "deviation"))
     return f"{text} — {tag}" if tag else text
 
@@ -198,6 +229,7 @@ def read_run_settings(cfg: dict | None, source: str, role: str, kd: str, fallbac
         ),
         source=path,
         family=family,
+        **(_dense_settings(cfg, kd_method, ot) if family == "dense" else {}),
     )
     resolved = copy.deepcopy(cfg)
     resolved["loss"] = {**loss, "reduction": s.reduction}
@@ -205,6 +237,27 @@ def read_run_settings(cfg: dict | None, source: str, role: str, kd: str, fallbac
     flat = {k: v for k, v in flatten(resolved).items() if not _ignored(k)}
     base = {k: v for k, v in flat.items() if not k.startswith("kd.")}
     return RunSettings(s, _digest({"role": role, **flat}), _digest(base), flat)
+
+
+def _dense_settings(cfg: dict, kd_method: str, ot) -> dict[str, object]:
+    """The dense family's stated settings (:class:`RowSettings` fields) of a run config; the loss keys
+    missing from an older config are the defaults of :class:`bopkd.losses.zebra.ZebraLossConfig`."""
+    from bopkd.losses.zebra import ZebraLossConfig
+
+    dense = cfg.get("dense") if isinstance(cfg.get("dense"), dict) else {}
+    loss = dense.get("loss") if isinstance(dense.get("loss"), dict) else {}
+    ref = ZebraLossConfig()
+    out: dict[str, object] = {
+        "code_loss": f"{loss.get('code_mask', ref.code_mask)}/{loss.get('code_reduction', ref.code_reduction)}"
+    }
+    if kd_method in OT_METHODS:
+        cells = f"pool {ot.pool}"
+        if ot.mask_threshold is not None:
+            cells += f", teacher mask > {ot.mask_threshold:g}"
+        if ot.position:
+            cells += f", + position x{ot.position_weight:g}"
+        out.update(detach_masses=bool(ot.detach_masses), ot_cells=cells)
+    return out
 
 
 def row_labels(base: dict[str, str], runs: dict[str, RunSettings]) -> dict[str, str]:
@@ -230,7 +283,7 @@ def row_labels(base: dict[str, str], runs: dict[str, RunSettings]) -> dict[str, 
         if not s.known:
             parts.append("settings unknown: no run config")
         for k, v in s.values().items():
-            if v != REFERENCE[k] or k in varying.get(key, ()):
+            if k in UNREFERENCED or v != REFERENCE[k] or k in varying.get(key, ()):
                 parts.append(phrase(k, v))
         labels[key] = base[key] + (f" ({', '.join(parts)})" if parts else "")
     return _disambiguate(labels, runs)
@@ -266,7 +319,8 @@ def _mark(s: RowSettings, key: str, text: str) -> str:
 
 def _task_loss_text(s: RowSettings) -> str:
     if s.family == "dense":
-        return "ZebraPose mask + code loss"
+        what = _PHRASES["code_loss"].get(s.code_loss, (f"code loss {s.code_loss}", ""))[0]
+        return _mark(s, "code_loss", f"mask L1 + {what}")
     return "?" if s.reduction is None else _mark(s, "reduction", s.reduction)
 
 
@@ -287,8 +341,14 @@ def settings_table(results) -> list[dict[str, object]]:
             "method": s.method,
             "weights": s.weight_text() if s.weights else "–",
             "task loss": _task_loss_text(s),
-            "OT student scores": mark("detach_scores", _yes_no(s.detach_scores, "detached", "live")),
-            "teacher cells": mark("teacher_region", s.teacher_region or "–"),
+            "OT student scores": (
+                mark("detach_masses", _yes_no(s.detach_masses, "detached masses", "live masses"))
+                if s.family == "dense"
+                else mark("detach_scores", _yes_no(s.detach_scores, "detached", "live"))
+            ),
+            "teacher cells": s.ot_cells or "–"
+            if s.family == "dense"
+            else mark("teacher_region", s.teacher_region or "–"),
             "teacher-PnP filter": mark("teacher_pnp", _yes_no(s.teacher_pnp, "yes", "no")),
             "assumed": s.assumed or ("–" if s.known else "settings unknown: no run config"),
             "seeds": [r.seed],

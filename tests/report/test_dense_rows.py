@@ -60,3 +60,31 @@ def test_a_sparse_only_report_has_no_family_column(tmp_path):
                      add=0.2, **COMMON)  # fmt: skip
     rep = build_report(r, tmp_path / "rep")
     assert "family" not in rep.files["README_results.md"].read_text()
+
+
+def test_dense_rows_state_the_code_loss_and_the_ot_cells(tmp_path):
+    """A dense row states which pixels its code loss covers (ZebraPose's predicted-mask, all-pixel mean is
+    the reference; the GT mask is a deviation) and a dense OT row its pooling and cell choice."""
+    r = tmp_path / "results"
+    r.mkdir()
+    gt_loss = {**DENSE, "dense": {**DENSE["dense"], "loss": {"code_mask": "gt", "code_reduction": "mask"}}}
+    runs = [  # (method, kd, config)
+        ("bopkd-dense-none-small-s0", "none", DENSE),
+        ("bopkd-dense-ot-small-s0", "ot", {**DENSE, "kd": {"method": "ot", "options": {"pool": 8}}}),
+        (
+            "bopkd-dense-ot-gt-small-s0",
+            "ot",
+            {**gt_loss, "kd": {"method": "ot", "options": {"mask_threshold": 0.5}}},
+        ),
+    ]
+    for method, kd, config in runs:
+        write_submission(r, method, role="student", backbone="small", kd=kd, seed=0, ar=0.1, add=0.1,
+                         config=config, side_extra={"family": "dense"}, **COMMON)  # fmt: skip
+    res = {x.result_name.split("_")[0]: x for x in collect_results(r)}
+    assert res["bopkd-dense-none-small-s0"].model == "dense small / none"
+    # the code loss differs between the two OT rows, so both state it
+    assert res["bopkd-dense-ot-small-s0"].model == "dense small / ot (w=5, ZebraPose's code loss, pool 8)"
+    gt = res["bopkd-dense-ot-gt-small-s0"].model
+    assert "code loss over the GT mask — deviation" in gt and "pool 4, teacher mask > 0.5" in gt, gt
+    md = build_report(r, tmp_path / "rep").files["README_results.md"].read_text()
+    assert "mask L1 + code loss over the GT mask (deviation)" in md and "live masses" in md
