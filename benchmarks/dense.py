@@ -13,6 +13,11 @@
    the logits are the GT targets of synthetic crops (+-4, ``--flip`` of the bits flipped at random, as a
    network's errors), so the point counts are those of real crops; per image = per crop x the crops of an
    image (``--crops-per-image``).
+4. The dense OT term's pooling factor (``--pool-size``; 0 skips): for pool 1 (no pooling), 2, 4 and 8, the time
+   of the term's forward + backward and its value and gradients compared with pool 1, on trained-like maps: the
+   teacher's are a disc mask and a hierarchical code of the crop (bits of a rotated surface coordinate in
+   Morton order, bit 0 the coarsest) at logit magnitude 4; the student's add Gaussian logit noise of std 1
+   drawn on a grid 8x coarser and upsampled (spatially correlated errors, as a network's).
 
 Usage::
 
@@ -53,6 +58,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--pnp-crops", type=int, default=16, help="crops timed in part 3 (0: skip)")
     ap.add_argument("--crops-per-image", type=float, default=3.0)
     ap.add_argument("--flip", type=float, default=0.05, help="fraction of predicted bits flipped in part 3")
+    ap.add_argument("--pool-size", type=int, default=32, help="map side px of part 4 (0: skip)")
     ap.add_argument("--seed", type=int, default=0)
     return ap.parse_args()
 
@@ -206,6 +212,63 @@ def time_pnp(args, root: Path) -> None:
     )
 
 
+def trained_like_maps(size: int, bits: int, crops: int, seed: int) -> tuple[dict, dict]:
+    """Part 4's (student, teacher) output dicts, (crops, 1 | bits, size, size) logits (see the docstring)."""
+    g = torch.Generator().manual_seed(seed)
+    c = (torch.arange(size) + 0.5) / size - 0.5
+    yy, xx = torch.meshgrid(c, c, indexing="ij")
+    disc = (xx**2 + yy**2 < 0.16).float()
+    u, v = 0.8 * xx + 0.6 * yy + 0.5, -0.6 * xx + 0.8 * yy + 0.5
+    iu, iv = (u.clamp(0, 0.999) * 256).long(), (v.clamp(0, 0.999) * 256).long()
+    code = torch.stack([((iu if k % 2 == 0 else iv) >> (7 - k // 2)) & 1 for k in range(bits)]).float()
+    t_mask = (8 * disc - 4).expand(crops, 1, size, size)
+    t_code = (8 * code - 4).expand(crops, bits, size, size)
+    noise = torch.randn(crops, 1 + bits, max(size // 8, 1), max(size // 8, 1), generator=g)
+    noise = torch.nn.functional.interpolate(noise, size=(size, size), mode="bilinear", align_corners=False)
+    noise = noise / noise.std()
+    student = {
+        "mask_logits": (t_mask + noise[:, :1]).clone().requires_grad_(True),
+        "code_logits": (t_code + noise[:, 1:]).clone().requires_grad_(True),
+    }
+    return student, {"mask_logits": t_mask.clone(), "code_logits": t_code.clone()}
+
+
+def time_pools(args) -> None:
+    """Part 4: the dense OT term at pool 1, 2, 4, 8: time, value and gradient agreement with pool 1."""
+    from bopkd.losses.kd.dense_ot import DenseOTKD, DenseOTKDConfig
+
+    S = args.pool_size
+    if S <= 0:
+        return
+    print(
+        f"# part 4: dense OT term by pooling factor, {S}x{S} maps, {args.bits} bits, 2 crops, trained-like maps "
+        "with correlated student noise of std 1 (forward + backward, best of 3; agreement with pool 1)"
+    )
+    ref = None
+    for pool in (1, 2, 4, 8):
+        if S % pool:
+            continue
+        kd = DenseOTKD(DenseOTKDConfig(pool=pool))
+        secs = []
+        for _ in range(3):
+            student, teacher = trained_like_maps(S, args.bits, 2, args.seed)
+            t0 = time.perf_counter()
+            loss = kd(student, {}, teacher)["kd_ot"]
+            loss.backward()
+            secs.append(time.perf_counter() - t0)
+        grads = (student["code_logits"].grad.flatten(), student["mask_logits"].grad.flatten())
+        if ref is None:
+            ref = (loss.item(), grads)
+        cos = [
+            float(torch.nn.functional.cosine_similarity(a, b, dim=0))
+            for a, b in zip(grads, ref[1], strict=True)
+        ]
+        print(
+            f"  pool {pool}: {(S // pool) ** 2:5d} cells per crop, {1000 * min(secs):9.1f} ms; value / pool 1 "
+            f"{loss.item() / ref[0]:.2f}; gradient cosine with pool 1: code {cos[0]:.2f}, mask {cos[1]:.2f}"
+        )
+
+
 def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
@@ -215,6 +278,7 @@ def main() -> None:
         time_kd_steps(args, batch, device)
         time_encoding(args)
         time_pnp(args, Path(tmp))
+    time_pools(args)
 
 
 if __name__ == "__main__":
