@@ -106,7 +106,7 @@ def run_pipeline_cmd(
             "--family",
             help="sparse (WDR-style keypoint networks), dense (ZebraPose-style surface-code networks, stages "
             "named teacher-dense, student-dense-...) or both, side by side in one report. Default: the preset's "
-            "(sparse for every preset).",
+            "(both for demo, sparse for the other presets).",
         ),
     ] = None,
 ) -> None:

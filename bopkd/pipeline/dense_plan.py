@@ -7,7 +7,9 @@ student with each distillation method and seed. Stage names carry ``dense``: ``t
 (and their ``score-`` stages); BOP method names ``bopkd-dense-teacher-<backbone>-s<seed>`` and
 ``bopkd-dense-<method>-<backbone>-s<seed>`` (``-<preset>`` appended as for the sparse family). Their data
 stage and report stage are the sparse family's: one dataset, one report with both families side by side.
-The preset's variants (weight sweeps, ablations) are planned for the sparse family only.
+The preset's ``variants`` are the sparse family's; the dense section's ``variants`` (a list of
+:class:`~bopkd.pipeline.presets.Variant`) are the dense family's own extra rows
+(``student-dense-<backbone>-<method>-<tag>-s<seed>``, ``bopkd-dense-<method>-<tag>-<backbone>-s<seed>``).
 """
 
 from __future__ import annotations
@@ -66,10 +68,19 @@ def dense_preset(preset: PipelinePreset) -> PipelinePreset:
     )
 
 
-def dense_method(role: str, backbone: str, method: str, seed: int) -> str:
+def dense_seeds(p) -> list[int]:
+    """The dense students' seeds: ``--seeds`` when given, else the dense section's ``seeds``, else the preset's
+    (the dense teacher uses the first)."""
+    if p.options.seeds:
+        return list(p.seeds)
+    return [int(s) for s in dense_section(p.preset).get("seeds", p.seeds)]
+
+
+def dense_method(role: str, backbone: str, method: str, seed: int, tag: str = "") -> str:
     """BOP method name of a dense model: ``bopkd-dense-teacher-darknettinyh-s0``, ``bopkd-dense-ot-tinycpu-s0``
-    (``fkd+ot`` -> ``fkdot``; :func:`bopkd.pipeline.plan.result_method`)."""
-    return result_method(role, backbone, method, seed).replace("bopkd-", "bopkd-dense-", 1)
+    (``fkd+ot`` -> ``fkdot``; :func:`bopkd.pipeline.plan.result_method`), a variant's
+    ``bopkd-dense-ot-position-tinycpu-s0``."""
+    return result_method(role, backbone, method, seed, tag).replace("bopkd-", "bopkd-dense-", 1)
 
 
 def dense_stages(p) -> dict:
@@ -78,28 +89,30 @@ def dense_stages(p) -> dict:
     preset = dense_preset(p.preset)
     for m in p.methods:
         kd_entry(m, "--methods", "dense")
-    bb, seed0 = preset.teacher_backbone, p.seeds[0]
+    seeds = dense_seeds(p)
+    bb, seed0 = preset.teacher_backbone, seeds[0]
     cfg = train_config(p.options, preset, p.dataset, "teacher", bb, seed0, "-", p.ov, family="dense")
     title = f"dense teacher {bb}, {cfg['iters']} iterations"
     train = _stage(DENSE_TEACHER, "teacher", title, ["data"], hashed_train_config(cfg), params={"full": cfg})
     add_model_stages(p, train, DENSE_TEACHER, dense_method("teacher", bb, "-", seed0))
+    runs = [(m, seed, None) for seed in seeds for m in p.methods]
+    variants = [v for v in dense_section(p.preset).get("variants", ()) if v.method in p.methods]
+    runs += [(v.method, seed, v) for v in variants for seed in v.seeds]
     for sb in preset.students:
-        for seed in p.seeds:
-            for m in p.methods:
-                scfg = train_config(
-                    p.options, preset, p.dataset, "student", sb, seed, m, p.ov, family="dense"
-                )
-                hashed = hashed_train_config(scfg)
-                label = "dense-" + student_name(sb, m, seed)
-                train = _stage(
-                    f"student-{label}",
-                    "student",
-                    f"dense student {sb}, kd {m}, seed {seed}, {scfg['iters']} iterations",
-                    ["data"] + ([DENSE_TEACHER] if m != "none" else []),
-                    hashed,
-                    params={"full": scfg, "teacher": DENSE_TEACHER},
-                )
-                add_model_stages(p, train, label, dense_method("student", sb, m, seed))
+        for m, seed, variant in runs:
+            scfg = train_config(p.options, preset, p.dataset, "student", sb, seed, m, p.ov, variant, "dense")
+            tag = variant.tag if variant is not None else ""
+            label = "dense-" + student_name(sb, m, seed, tag)
+            train = _stage(
+                f"student-{label}",
+                "student",
+                f"dense student {sb}, kd {m}{', variant ' + tag if tag else ''}, seed {seed}, "
+                f"{scfg['iters']} iterations",
+                ["data"] + ([DENSE_TEACHER] if m != "none" else []),
+                hashed_train_config(scfg),
+                params={"full": scfg, "teacher": DENSE_TEACHER},
+            )
+            add_model_stages(p, train, label, dense_method("student", sb, m, seed, tag))
     return cfg
 
 
@@ -114,7 +127,7 @@ def dense_summary(p, teacher: dict | None) -> str:
     d = teacher.get("dense", {})
     students = (
         f"students {', '.join(preset.students)} ({s0['iters']} iterations, batch {s0['batch_size']}), "
-        f"methods {', '.join(p.methods)}, seeds {', '.join(map(str, p.seeds))}; "
+        f"methods {', '.join(p.methods)}, seeds {', '.join(map(str, dense_seeds(p)))}; "
         if s0
         else ""
     )

@@ -71,7 +71,56 @@ def test_bad_family_options_are_one_line_errors():
 
 
 @pytest.mark.parametrize("name", sorted(PIPELINE_PRESETS))
-def test_every_preset_defaults_to_sparse_and_has_dense_settings(name):
+def test_the_demo_plans_both_families_the_other_presets_the_sparse_one(name):
     p = PIPELINE_PRESETS[name]
-    assert p.family == "sparse"
+    assert p.family == ("both" if name == "demo" else "sparse")
     assert {"teacher_backbone", "students", "out_size"} <= set(p.dense)
+    families = {
+        st.config.get("family", "sparse")
+        for st in build_plan(
+            PipelineOptions(dataset="demo", preset=name, device="cpu", progress=False)
+        ).stages
+        if st.kind == "student"
+    }
+    assert families == ({"sparse", "dense"} if name == "demo" else {"sparse"})
+
+
+def test_the_dense_section_s_seeds_apply_unless_seeds_are_given():
+    """The study's dense students use the dense section's seeds (0-2) beside the sparse ones (0-4); --seeds
+    sets both."""
+
+    def seeds(plan, family):
+        return {
+            st.config["seed"]
+            for st in plan.stages
+            if st.kind == "student" and st.config.get("family", "sparse") == family and "-none-" in st.name
+        }
+
+    opts = {"dataset": "lmosynth", "preset": "study", "device": "cpu", "progress": False, "family": "both"}
+    sets = ["synth.models=procedural"]
+    plan = build_plan(PipelineOptions(**opts, sets=sets))
+    assert seeds(plan, "sparse") == {0, 1, 2, 3, 4} and seeds(plan, "dense") == {0, 1, 2}
+    assert "seeds 0, 1, 2; inputs" in plan.stage("report").config["summary"]
+    plan = build_plan(PipelineOptions(**opts, sets=sets, seeds=[3]))
+    assert seeds(plan, "sparse") == seeds(plan, "dense") == {3}
+
+
+def test_dense_variants_are_their_own_stages_and_names():
+    """The study's dense variants (OT with the cell position, OT over the teacher mask's cells) are planned
+    for the dense family only, with their options merged over the OT defaults and their tag in the names."""
+    plan = build_plan(
+        PipelineOptions(
+            dataset="lmosynth", preset="study", device="cpu", progress=False, family="dense",
+            sets=["synth.models=procedural"],
+        )
+    )  # fmt: skip
+    st = plan.stage("student-dense-tiny-cpu-ot-position-s2")
+    assert st.config["family"] == "dense" and st.config["kd"]["options"]["position"] is True
+    assert (
+        plan.stage("student-dense-tiny-cpu-ot-maskcells-s0").config["kd"]["options"]["mask_threshold"] == 0.5
+    )
+    assert plan.stage("student-dense-tiny-cpu-ot-s0").config["kd"]["options"].get("position") in (None, False)
+    names = [s.name for s in plan.stages if s.kind == "student"]
+    assert len(names) == 15 + 6 and not any("-w10-" in n for n in names)
+    pred = plan.stage("predict-dense-tiny-cpu-ot-maskcells-s1")
+    assert "bopkd-dense-ot-maskcells-tinycpu-s1" in pred.title

@@ -86,9 +86,13 @@ def test_every_preset_plans_a_synthetic_run(preset):
 
     plan = build_plan(PipelineOptions(dataset="mysynth", preset=preset, device="cpu", progress=False))
     p = get_preset(preset)
-    students = [s for s in plan.stages if s.name.startswith("student-")]
+    students = [
+        s for s in plan.stages if s.kind == "student" and s.config.get("family", "sparse") == "sparse"
+    ]
+    dense = [s for s in plan.stages if s.kind == "student" and s.config.get("family") == "dense"]
     n_variants = sum(len(v.seeds) for v in p.variants)
     assert len(students) == (5 * len(p.seeds) + n_variants) * len(p.students)
+    assert len(dense) == (5 * len(p.seeds) * len(p.dense["students"]) if p.family == "both" else 0)
     assert plan.stage("data").config["synth"]["name"] == "mysynth"
     for st in students:
         kd = st.config["kd"]

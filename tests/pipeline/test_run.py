@@ -84,6 +84,30 @@ def test_demo_end_to_end_writes_every_stage_and_a_report(demo_run):
     assert "not valid for submission" in (rep / "report.md").read_text()
 
 
+def test_the_demo_runs_both_families_by_default(tmp_path):
+    """Without ``--family`` the demo plans both families: the dense stages run beside the sparse ones, their
+    submissions pass the BOP checks and the report shows both families side by side."""
+    with inside(tmp_path):
+        sets = ["--set", "train.dense.min_vertices=1024", "--set", "predict.dense.pnp.mask_threshold=0.01"]
+        r = CliRunner().invoke(app, tiny_args(*sets, methods="none,ot", family=None))
+        assert r.exit_code == 0, r.output
+        recs = records(tmp_path)
+        dense = {"teacher-dense", "predict-teacher-dense", "score-teacher-dense"}
+        for m in ("none", "ot"):
+            dense |= {f"{k}-dense-tiny-cpu-{m}-s0" for k in ("student", "predict", "score")}
+        assert dense <= set(recs) and "student-tiny-cpu-ot-s0" in recs
+        assert set(recs["student-dense-tiny-cpu-ot-s0"]["inputs"]) == {"data", "teacher-dense"}
+        csvs = sorted(Path("results").glob("*.csv"))
+        assert len(csvs) == 6 and "bopkd-dense-ot-tinycpu-s0-oracle-gt-boxes_demo-test.csv" in {
+            c.name for c in csvs
+        }
+        table = pd.read_csv(Path("reports") / "demo-demo" / "table.csv")
+        assert list(table["family"]) == ["sparse"] * 3 + ["dense"] * 3
+        assert list(table["kd"]) == ["-", "none", "ot"] * 2
+        r = CliRunner().invoke(app, ["check", *map(str, csvs)])
+    assert r.exit_code == 0, r.output
+
+
 def build_deps(recs: dict, name: str) -> list[str]:
     """The deps a stage is planned with (from the plan itself, independent of the records)."""
     kind = recs[name]["kind"]

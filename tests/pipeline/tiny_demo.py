@@ -37,7 +37,8 @@ def inside(folder: Path):
         os.chdir(old)
 
 
-def tiny_args(*extra: str, methods: str | None = None) -> list[str]:
+def tiny_args(*extra: str, methods: str | None = None, family: str | None = "sparse") -> list[str]:
+    """The tiny demo's command line; ``family`` None: the preset's (``both`` for the demo)."""
     args = [
         "run-pipeline",
         "demo",
@@ -50,10 +51,14 @@ def tiny_args(*extra: str, methods: str | None = None) -> list[str]:
         args += ["--set", s]
     if methods:
         args += ["--methods", methods]
+    if family:
+        args += ["--family", family]
     return args + list(extra)
 
 
 def tiny_options(methods=None, sets=(), **kw) -> PipelineOptions:
+    """The tiny demo's options; the sparse family unless ``family`` is given."""
+    kw.setdefault("family", "sparse")
     return PipelineOptions(
         dataset="demo",
         device="cpu",
