@@ -25,23 +25,24 @@ predictions are the per-pixel binary codes). Applied to the outputs of :class:`b
 Gradients reach the student's code logits through the points and its mask logits through the masses
 (``detach_masses`` makes the masses constants, the reference's ``--wot_detach`` ablation).
 
-Pool factor, measured on trained-like maps (CPU, one thread, B = 2 crops, 16 bits, forward + backward): the
-teacher's maps are a disc mask and a hierarchical code of the crop (Morton order of a rotated surface
-coordinate, bit 0 coarsest) at logit magnitude 4, the student's the same plus Gaussian logit noise of std
-0.5, 1, 2, 4, either independent per pixel or spatially correlated (drawn on a grid 8x coarser, upsampled).
+Pool factor, measured by ``benchmarks/dense.py`` (part 4; CPU, one thread, 2 crops of 32 x 32 maps, 16 bits,
+forward + backward): the teacher's maps are a disc mask and a hierarchical code of the crop (Morton order of a
+rotated surface coordinate, bit 0 coarsest) at logit magnitude 4, the student's the same plus spatially
+correlated Gaussian logit noise of std 1 (drawn on a grid 8x coarser, upsampled):
 
-* time: S = 64 (4096 unpooled cells): pool 1 166 s, 2 2.8 s, 4 0.086 s, 8 0.010 s; S = 128: pool 4 3.1 s,
-  pool 8 0.093 s (the cost grows as the square of the number of cells per crop);
-* ranking: at every pool (2, 4, 8) the pooled losses order the four students as the unpooled one does
-  (Spearman 1.0, S = 64 independent and S = 32 correlated noise);
-* value, pooled / unpooled: correlated noise (S = 32) 0.76-0.90 (pool 2), 0.62-0.82 (4), 0.38-0.70 (8);
-  independent noise (S = 64) 0.28-0.66, 0.08-0.33, 0.03-0.20 (pooling averages such noise away);
-* gradient, cosine with the unpooled one (S = 32, correlated noise of std 1): code logits 0.92 / 0.86 / 0.70,
-  mask logits 0.98 / 0.95 / 0.88 for pools 2 / 4 / 8.
+* time: pool 1 (1024 cells per crop) 453 ms, pool 2 28.9 ms, 4 5.3 ms, 8 3.9 ms (the cost grows as the square
+  of the number of cells per crop);
+* value, pooled / unpooled: 0.78 (pool 2), 0.63 (4), 0.66 (8);
+* gradient, cosine with the unpooled one: code logits 0.94 / 0.90 / 0.85, mask logits 0.88 / 0.75 / 0.65 for
+  pools 2 / 4 / 8.
 
-Default 4: its gradients stay close to the unpooled ones (cosine 0.86) at 1/50-1/2000 of the unpooled time;
-at ZebraPose's 128 x 128 maps that is 32 x 32 = 1024 cells per crop (about 1.5 s per crop on one CPU thread, a
-GPU's work); pool 8 (256 cells) is 30x cheaper there.
+Default 4: its gradients stay close to the unpooled ones at about 1/100 of the unpooled time; pool 8 saves
+little more at these map sizes and agrees less. At ZebraPose's 128 x 128 maps pool 4 gives 32 x 32 = 1024 cells
+per crop, 16 times the cells and about 256 times the Sinkhorn work of pool 8 (256 cells).
+
+``position`` (default off) and ``mask_threshold`` (default None, every cell) are the two other choices the paper
+leaves open; the dense study of the README compares each with the default over seeds 0-2 (its ``position`` and
+``maskcells`` rows).
 """
 
 from __future__ import annotations
