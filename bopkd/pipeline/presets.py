@@ -25,8 +25,9 @@ A preset fixes, for one dataset:
 ``demo`` is the embedded default: a small synthetic dataset of bopkd's procedural objects with
 LINEMOD-like viewpoints (upper hemisphere, 600-1100 mm), crop-mode networks on 96 px zoom-in crops with
 GT boxes at test time (the ``oracle-gt-boxes`` protocol: every output says so), a teacher that is a
-wider tiny DarkNet than the students. Its budget was tuned by running it on a 2-core CPU shared with
-other jobs (see the README's "Run the whole pipeline").
+wider tiny DarkNet than the students; it plans both families (the dense one on 64 px crops with 32 px
+outputs). Its budget was tuned by running it on a 2-core CPU shared with other jobs (see the README's "Run the
+whole pipeline").
 
 ``experiment`` is the first comparison of the distillation methods (README, "Results: first
 experiment"): the demo's networks and protocol on a synthetic dataset rendered from given models (the
@@ -135,7 +136,7 @@ _TINY_HEAD = {"fpn_channels": 64, "head_convs": 2}
 
 _DEMO = PipelinePreset(
     name="demo",
-    description="synthetic procedural objects, 96 px GT-box crops, tiny networks; minutes on a CPU",
+    description="synthetic procedural objects, GT-box crops, tiny networks of both families; minutes on a CPU",
     train_preset="demo",
     teacher_backbone="darknet-tiny-h",
     students=("tiny-cpu",),
