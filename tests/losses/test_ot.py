@@ -23,16 +23,6 @@ from bopkd.losses.ot import _epsilon_tables, group_diameters, sinkhorn_divergenc
 geomloss = pytest.importorskip("geomloss")
 from geomloss._legacy.sinkhorn_divergence import epsilon_schedule, max_diameter  # noqa: E402
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The project machine's 2 cores are shared: OpenMP threads in small ops only contend there."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 PAPER = {"blur": 0.001, "reach": 0.5, "scaling": 0.5}  # GUOShuxuan/kd-6d-pose-adlp arguments/argument_kd.py
 SETTINGS = [
     PAPER,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from bopkd.errors import BopkdError
+from bopkd.losses.kd.base import require_teacher
 
 DENSE_KEYS = ("mask_logits", "code_logits")
 
@@ -41,3 +42,13 @@ def check_same_maps(name: str, s: dict, t: dict) -> None:
                 f"dense distillation method {name!r}: student {k} {tuple(s[k].shape)} and teacher "
                 f"{tuple(t[k].shape)} differ: train both with the same dense.bits and dense.out_size"
             )
+
+
+def checked_pair(name: str, student_out: dict, teacher_out: dict | None) -> dict:
+    """The teacher's output dict of a dense method's forward, after the checks every dense method makes on its
+    inputs: a teacher is given, both dicts are dense outputs, their maps have equal shapes."""
+    t = require_teacher(name, teacher_out)
+    check_dense(name, student_out, "student")
+    check_dense(name, t, "teacher")
+    check_same_maps(name, student_out, t)
+    return t

@@ -53,8 +53,8 @@ import torch
 import torch.nn.functional as F
 
 from bopkd.errors import BopkdError
-from bopkd.losses.kd.base import KDMethod, require_teacher, zero_like_graph
-from bopkd.losses.kd.dense_common import check_dense, check_same_maps, dense_probs
+from bopkd.losses.kd.base import KDMethod, zero_like_graph
+from bopkd.losses.kd.dense_common import checked_pair, dense_probs
 from bopkd.losses.kd.registry import register_kd
 
 
@@ -195,10 +195,7 @@ class DenseOTKD(KDMethod):
         from bopkd.losses.ot import sinkhorn_divergence
 
         cfg: DenseOTKDConfig = self.cfg
-        t = require_teacher(self.name, teacher_out)
-        check_dense(self.name, student_out, "student")
-        check_dense(self.name, t, "teacher")
-        check_same_maps(self.name, student_out, t)
+        t = checked_pair(self.name, student_out, teacher_out)
         x, a, y, b = self.problems(student_out, t)
         valid = (a > 0).any(1) & (b > 0).any(1)
         if not bool(valid.any()):

@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 
 from bopkd.errors import BopkdError
-from bopkd.losses.kd.base import KDMethod, require_teacher
-from bopkd.losses.kd.dense_common import check_dense, check_same_maps, dense_probs
+from bopkd.losses.kd.base import KDMethod
+from bopkd.losses.kd.dense_common import checked_pair, dense_probs
 from bopkd.losses.kd.registry import register_kd
 
 
@@ -86,10 +86,7 @@ class DensePredKD(KDMethod):
         assignment: dict | None = None,
     ) -> dict[str, torch.Tensor]:
         cfg: DensePredKDConfig = self.cfg
-        t = require_teacher(self.name, teacher_out)
-        check_dense(self.name, student_out, "student")
-        check_dense(self.name, t, "teacher")
-        check_same_maps(self.name, student_out, t)
+        t = checked_pair(self.name, student_out, teacher_out)
         pm = torch.sigmoid(student_out["mask_logits"].float())
         qm, qc = dense_probs(t, detach=True)
         l_mask = (pm - qm).abs().mean()

@@ -17,15 +17,6 @@ from bopkd.models.dense import DenseModelConfig, build_dense_model
 NAMES = ["none", "pred", "fkd", "ot", "fkd+ot"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The project machine's 2 cores are shared: OpenMP threads in small ops only contend there."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def test_sparse_and_dense_entries_of_one_name_coexist():
     assert kd_names() == NAMES and kd_names("dense") == NAMES
     for name in NAMES:

@@ -13,14 +13,6 @@ from bopkd.losses.ot import sinkhorn_divergence
 geomloss = pytest.importorskip("geomloss")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def outputs(B=3, n=4, S=8, seed=0, dtype=torch.float32, empty_image=None):
     """Random dense outputs: mask logits (B, 1, S, S), code logits (B, n, S, S)."""
     g = torch.Generator().manual_seed(seed)
