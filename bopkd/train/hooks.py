@@ -209,16 +209,24 @@ class ProgressBar(HookBase):
 
 class Checkpointer(HookBase):
     """``checkpoints/last.pt`` every ``ckpt_every`` iterations and at the last iteration of ``fit``;
-    ``checkpoints/final.pt`` once the run reached ``cfg.iters`` (:mod:`bopkd.train.checkpoint`)."""
+    ``checkpoints/final.pt`` once the run reached ``cfg.iters`` (:mod:`bopkd.train.checkpoint`): a second
+    name of ``last.pt`` when that holds the same iteration, a file of its own otherwise."""
 
     def after_step(self) -> None:
         tr = self.trainer
         if tr.iteration % tr.cfg.ckpt_every == 0 or tr.iteration == tr.end:
             tr.save()
+            self.saved_iteration = tr.iteration
 
     def after_train(self) -> None:
-        if self.trainer.iteration >= self.trainer.cfg.iters:
-            self.trainer.save(ckpt.FINAL)
+        tr = self.trainer
+        if tr.iteration < tr.cfg.iters:
+            return
+        if getattr(self, "saved_iteration", None) != tr.iteration:
+            tr.save(ckpt.FINAL)
+        elif tr.is_main:
+            folder = tr.run_dir / "checkpoints"
+            ckpt.link_checkpoint(folder / ckpt.LAST, folder / ckpt.FINAL)
 
 
 class RunInfoWriter(HookBase):

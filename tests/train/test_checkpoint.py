@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import pickle
 
 import pytest
@@ -63,6 +64,44 @@ def test_a_failed_write_keeps_the_previous_checkpoint(tmp_path):
         ckpt.save_checkpoint(path, bad)
     assert ckpt.load_checkpoint(path)["iteration"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+
+
+def test_a_full_disk_gives_one_line_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    """torch's zip writer reports ENOSPC as a RuntimeError whose context is the OSError."""
+    path = tmp_path / "last.pt"
+    ckpt.save_checkpoint(path, _state(nn.Linear(3, 2), iteration=1))
+
+    def full_disk(obj, f):
+        f.write(b"x" * 100)
+        try:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        except OSError:
+            raise RuntimeError(
+                "[enforce fail at inline_container.cc:672] . unexpected pos 80 vs 64"
+            ) from None
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(BopkdError) as err:
+        ckpt.save_checkpoint(path, _state(nn.Linear(3, 2), iteration=2))
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith(f"{path}: the checkpoint could not be written")
+    assert "no space left on the device" in msg and "--resume" in msg
+    monkeypatch.undo()
+    assert ckpt.load_checkpoint(path)["iteration"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
+
+
+def test_a_linked_name_keeps_its_content_when_the_source_is_saved_again(tmp_path):
+    folder = tmp_path / "checkpoints"
+    ckpt.save_checkpoint(folder / "last.pt", _state(nn.Linear(3, 2), iteration=4))
+    ckpt.link_checkpoint(folder / "last.pt", folder / "final.pt")
+    assert (folder / "final.pt").samefile(folder / "last.pt")
+    ckpt.save_checkpoint(folder / "last.pt", _state(nn.Linear(3, 2), iteration=6))
+    assert ckpt.load_checkpoint(folder / "final.pt")["iteration"] == 4
+    assert ckpt.load_checkpoint(folder / "last.pt")["iteration"] == 6
+    ckpt.link_checkpoint(folder / "last.pt", folder / "final.pt")  # replaces the older name atomically
+    assert ckpt.load_checkpoint(folder / "final.pt")["iteration"] == 6
+    assert sorted(p.name for p in folder.iterdir()) == ["final.pt", "last.pt"]
 
 
 def test_bad_files_give_one_line_errors(tmp_path):

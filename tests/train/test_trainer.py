@@ -49,6 +49,10 @@ def test_resume_gives_the_weights_of_an_uninterrupted_run(make_cfg, tmp_path):
     assert csv_rows[0].startswith("iter,lr,loss_cls,loss_kpt,loss") and len(csv_rows) == 7
     final = ckpt.load_checkpoint(tmp_path / "b")  # the run directory resolves to final.pt
     assert final["iteration"] == 6 and all(torch.equal(final["model"][k], wa[k]) for k in wa)
+    # final.pt is a second name of last.pt (one file on disk), not a copy.
+    folder = tmp_path / "b" / "checkpoints"
+    assert (folder / "final.pt").samefile(folder / "last.pt")
+    assert sorted(p.name for p in folder.iterdir()) == ["final.pt", "last.pt"]
 
 
 def test_a_run_directory_is_not_overwritten_and_resume_checks_the_plan(make_cfg, tmp_path):
