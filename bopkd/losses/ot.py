@@ -30,9 +30,8 @@ def _cost(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
     From the differences (``torch.cdist`` without its ``|x|^2 - 2 x.y + |y|^2`` matrix-product path, which
     geomloss uses): exact on the diagonal of C(x, x) and free of cancellation in float32 (with blur 0.001,
-    C / eps would carry errors of order |x|^2 * 1e-7 / 1e-6). cdist's fused kernel and its backward do not
-    materialise the (B, N, M, D) differences: 2.6x faster than broadcasting them at N = M = 64, D = 16, and
-    10x at 256 points (one CPU thread, forward + backward).
+    C / eps would carry errors of order |x|^2 * 1e-7 / 1e-6). cdist's fused kernel does not materialise the
+    (B, N, M, D) differences. Computed without autograd (:class:`_SoftminLeft` differentiates the cost).
     """
     return torch.cdist(x, y, compute_mode="donot_use_mm_for_euclid_dist").square() / 2
 
@@ -354,8 +353,8 @@ def _extrapolate(
     """The last update at ``eps = blur^2`` with autograd on, from the detached ``potentials`` (geomloss
     ``sinkhorn_loop`` after its loop; ``sinkhorn_tensorized`` detaches the right-hand points of each cost).
 
-    A cost whose left-hand points need no gradient (the teacher's, in distillation) is the loop's
-    (``costs`` from :func:`_costs`, equal to recomputing it); the others are recomputed under autograd.
+    Every cost is the loop's (``costs`` from :func:`_costs`, the same values); where the left-hand points
+    need a gradient, :class:`_SoftminLeft` gives it in closed form.
     """
     f_ba, g_ab, f_aa, g_bb = potentials
     B = x.shape[0]
@@ -364,16 +363,50 @@ def _extrapolate(
     eps = torch.full((B,), eps_f, dtype=x.dtype, device=x.device)
     lam = 1.0 if rho is None else 1 / (1 + eps_f / rho)
 
-    def cost(left: torch.Tensor, right: torch.Tensor, cached: torch.Tensor) -> torch.Tensor:
-        n, m = left.shape[1], right.shape[1]
-        return _cost(left, right.detach()) if left.requires_grad else cached[:, :n, :m]
+    def softmin(
+        left: torch.Tensor, right: torch.Tensor, cached: torch.Tensor, h: torch.Tensor
+    ) -> torch.Tensor:
+        cost = cached[:, : left.shape[1], : right.shape[1]]
+        if left.requires_grad:
+            return lam * _SoftminLeft.apply(left, right.detach(), cost, eps_f, h)
+        return lam * _softmin(eps, cost, h)
 
     return (
-        lam * _softmin(eps, cost(x, y, c_xy), b_log + g_ab / eps_f),
-        lam * _softmin(eps, cost(y, x, c_yx), a_log + f_ba / eps_f),
-        lam * _softmin(eps, cost(x, x, c_xx), a_log + f_aa / eps_f),
-        lam * _softmin(eps, cost(y, y, c_yy), b_log + g_bb / eps_f),
+        softmin(x, y, c_xy, b_log + g_ab / eps_f),
+        softmin(y, x, c_yx, a_log + f_ba / eps_f),
+        softmin(x, x, c_xx, a_log + f_aa / eps_f),
+        softmin(y, y, c_yy, b_log + g_bb / eps_f),
     )
+
+
+class _SoftminLeft(torch.autograd.Function):
+    r"""The soft C-transform ``f_i = -eps log sum_j exp(h_j - C(x_i, y_j) / eps)`` of :func:`_softmin`, with
+    its gradient with respect to the left-hand points in closed form.
+
+    For ``C(x, y) = |x - y|^2 / 2``: ``df_i / dx_i = sum_j pi_ij (x_i - y_j) = x_i - (pi y)_i``, ``pi_ij =
+    softmax_j(h_j - C_ij / eps)`` (the derivative of a log-sum-exp is a softmax; Feydy, "Geometric data
+    analysis, beyond convolutions", PhD thesis 2020, Sec. 3.3, where the same expectation gives geomloss's
+    gradients). One (B, N, M) softmax and one batched matrix product, where autograd through the cost
+    would recompute ``C`` and differentiate ``torch.cdist`` and six element-wise steps. ``h`` and ``y`` get
+    no gradient (both detached in :func:`_extrapolate`, as in geomloss).
+
+    forward(x (B,N,D), y (B,M,D), cost (B,N,M) = C(x, y), eps: float, h (B,M)) -> (B,N).
+    """
+
+    @staticmethod
+    def forward(ctx, x, y, cost, eps, h):  # noqa: D102 - see the class docstring
+        z = h[:, None, :] - cost / eps
+        m = z.amax(2, keepdim=True)
+        p = (z - m).clamp_(min=_LOG_TINY).exp_()
+        total = p.sum(2, keepdim=True)
+        ctx.save_for_backward(x, y, p.div_(total))
+        return -eps * (total.log() + m)[..., 0]
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_f):  # noqa: D102
+        x, y, pi = ctx.saved_tensors
+        return grad_f[..., None] * (x - torch.bmm(pi, y)), None, None, None, None
 
 
 def _dual_value(

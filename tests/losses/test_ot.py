@@ -11,6 +11,8 @@ References:
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import ot
 import pytest
@@ -434,3 +436,22 @@ def test_cuda_float32_matches_cpu():
         g_gpu[1::2], g_cpu[1::2], strict=True
     ):  # weight gradients (positions: see float32 test)
         torch.testing.assert_close(gg.cpu(), gc, rtol=1e-4, atol=1e-6)
+
+
+def test_closed_form_softmin_gradient_equals_the_numerical_one():
+    """The extrapolation's soft C-transform differentiates the cost in closed form (x - pi y); gradcheck
+    compares it with finite differences of the whole map x -> softmin(C(x, y)), float64, with absent points."""
+    from bopkd.losses.ot import _cost, _SoftminLeft
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(3, 5, 4, dtype=torch.float64, generator=g).requires_grad_()
+    y = torch.rand(3, 6, 4, dtype=torch.float64, generator=g)
+    h = torch.randn(3, 6, dtype=torch.float64, generator=g)
+    h[1, 2:] = -math.inf
+    for eps in (0.05, 1e-3):
+        hh = h * 1e-3 / eps  # potentials on the scale of C / eps, as in the loop
+
+        def f(x, eps=eps, hh=hh):
+            return _SoftminLeft.apply(x, y, _cost(x.detach(), y), eps, hh)
+
+        assert torch.autograd.gradcheck(f, (x,), eps=1e-7, atol=1e-6, rtol=1e-5)
