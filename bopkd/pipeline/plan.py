@@ -32,6 +32,7 @@ from pathlib import Path
 
 from bopkd.config import merge_into, to_dict
 from bopkd.errors import BopkdError
+from bopkd.losses.kd.stored import canonical_options
 from bopkd.pipeline import stages as actions
 from bopkd.pipeline.engine import Stage
 from bopkd.pipeline.options import Overrides, PipelineOptions, families, parse_sets
@@ -122,9 +123,10 @@ def recorded_kd_section(kd: dict, family: str = "sparse") -> dict:
     ``options.ot.weight`` for ``fkd+ot``); the recorded runs had it as a key of its own. This returns
     ``{method, teacher, weight: W, options: <the options without the weight, a mapping left empty by it
     dropped>}`` with ``W`` a float (None for ``none``), which keeps the settings of recorded runs valid.
+    Options whose default changed are in :func:`bopkd.losses.kd.stored.canonical_options`'s form.
     """
     entry = kd_entry(kd.get("method", "none"), "kd.method", family)
-    options = copy.deepcopy(kd.get("options") or {})
+    options = canonical_options(entry.name, kd.get("options"), family)
     weight = None
     if entry.weight_key is not None:
         weight = _pop_nested(options, tuple(entry.weight_key))

@@ -207,14 +207,15 @@ def _study_from_experiment(experiment: PipelinePreset) -> PipelinePreset:
         seeds=(0, 1, 2, 3, 4),
         student={"iters": STUDY_STUDENT_ITERS},
         # the dense study: the five methods with seeds 0-2 (the dense students' own seeds, ``--family dense|both``)
-        # and the two choices the paper leaves open for dense OT, each against the default (seeds 0-2): the cell
-        # position joined to the code vector, and only the cells the teacher's mask keeps
+        # and the two choices the paper leaves open for dense OT, each against the default (seeds 0-2): OT without
+        # the cell position in the code vector (the default joins it), and OT over the cells the teacher's mask
+        # keeps (the default takes every cell)
         dense={
             **experiment.dense,
             "student": {"iters": STUDY_STUDENT_ITERS},
             "seeds": [0, 1, 2],
             "variants": (
-                Variant("position", "ot", {"position": True}),
+                Variant("noposition", "ot", {"position": False}),
                 Variant("maskcells", "ot", {"mask_threshold": 0.5}),
             ),
         },

@@ -9,6 +9,7 @@ each architecture once (:mod:`bopkd.report.speed`), aggregates seeds (:mod:`bopk
     OUT/summary.csv, summary.md         mean and sample std over seeds of every score, n, seeds
     OUT/paired_vs_direct.csv, .md       paired difference to direct training, 95 % t interval
     OUT/paired_ot_vs_pred_fkd.csv, .md  paired difference of the OT rows to pred and FKD (when both ran)
+    OUT/paired_variants.csv, .md        paired difference of each variant to its method's default row (if any)
     OUT/settings.csv, settings.md       the training settings of each row
     OUT/speed.csv, speed.md             one speed per architecture and how it was obtained
     OUT/README_results.md               summary, paired differences, settings and speed, for README.md
@@ -42,6 +43,7 @@ from bopkd.report.stats import (
     paired_display,
     summary_display,
     summary_over_seeds,
+    variants_vs_default,
 )
 from bopkd.report.table import comparison_table, display_table
 from bopkd.utils.atomic import atomic_write_bytes, atomic_write_text
@@ -81,6 +83,7 @@ class Report:
     summary: pd.DataFrame = field(default_factory=pd.DataFrame)
     paired: pd.DataFrame = field(default_factory=pd.DataFrame)
     paired_ot: pd.DataFrame = field(default_factory=pd.DataFrame)
+    paired_variants: pd.DataFrame = field(default_factory=pd.DataFrame)
     settings: pd.DataFrame = field(default_factory=pd.DataFrame)
     speed: pd.DataFrame = field(default_factory=pd.DataFrame)
     files: dict[str, Path] = field(default_factory=dict)
@@ -160,6 +163,7 @@ def _tables(results: list[ModelResult], speed_device: str | None):
         summary,
         paired_differences(runs),
         ot_vs_baselines(runs),
+        variants_vs_default(runs),
         settings,
         speed_frame(results, speeds),
     )
@@ -193,6 +197,13 @@ def _sections(rep: Report) -> list[tuple[str, pd.DataFrame]]:
             (
                 "Paired difference of OT to prediction KD and FKD (points, 95 % t interval)",
                 paired_display(rep.paired_ot),
+            )
+        )
+    if not rep.paired_variants.empty:
+        out.append(
+            (
+                "Paired difference of each variant to its method's default settings (points, 95 % t interval)",
+                paired_display(rep.paired_variants),
             )
         )
     return out + [
@@ -284,9 +295,9 @@ def build_report(
         Path(scores_dir) if scores_dir else None,
         None if csvs is None else [Path(c) for c in csvs],
     )
-    runs, table, summary, paired, paired_ot, settings, speed = _tables(results, speed_device)
+    runs, table, summary, paired, paired_ot, variants, settings, speed = _tables(results, speed_device)
     out_dir.mkdir(parents=True, exist_ok=True)
-    rep = Report(out_dir, table, runs, summary, paired, paired_ot, settings, speed)
+    rep = Report(out_dir, table, runs, summary, paired, paired_ot, variants, settings, speed)
 
     def put(name: str, data: str | bytes) -> None:
         (atomic_write_bytes if isinstance(data, bytes) else atomic_write_text)(out_dir / name, data)
@@ -301,6 +312,7 @@ def build_report(
         ("summary", summary, summary_display(summary)),
         ("paired_vs_direct", paired, paired_display(paired)),
         *([("paired_ot_vs_pred_fkd", paired_ot, paired_display(paired_ot))] if not paired_ot.empty else []),
+        *([("paired_variants", variants, paired_display(variants))] if not variants.empty else []),
         ("settings", settings, settings),
         ("speed", speed, _speed_display(speed)),
     ):

@@ -60,6 +60,7 @@ class ModelResult:
     row_key: str = ""  # every training setting but the seed, plus dataset and protocol
     base_key: str = ""  # the same without the distillation settings: shared with direct training
     settings: RowSettings | None = None
+    kd_default: bool | None = None  # a student's kd options are its method's defaults (None: unknown, none)
     iteration: int | None = None  # the checkpoint's iteration, when it is not the run's last
     family: str = "sparse"  # "sparse" (keypoint cells) or "dense" (ZebraPose-style surface codes)
 
@@ -208,7 +209,7 @@ def _add_settings(r: ModelResult) -> None:
     where = f"{r.dataset}|{r.protocol}" + ("" if r.iteration is None else f"|it{r.iteration}")
     fallback = f"{r.role}|{r.backbone}|{r.arch_key}"
     rs = read_run_settings(r.run_config, source, r.role, r.kd, fallback)
-    r.settings, r.config_flat = rs.settings, rs.config
+    r.settings, r.config_flat, r.kd_default = rs.settings, rs.config, rs.kd_default
     r.row_key, r.base_key = f"{rs.row_key}|{where}", f"{rs.base_key}|{r.arch_key}|{where}"
 
 
@@ -310,6 +311,7 @@ def results_frame(results: list[ModelResult], speeds: dict | None = None) -> pd.
             "backbone": r.backbone,
             "kd": r.kd,
             "family": r.family,
+            "kd_default": r.kd_default,
             "seed": r.seed,
             "AR": r.ar,
             "AR_VSD": r.ar_vsd,

@@ -35,6 +35,7 @@ False). The row's ``assumed`` field says when this was applied.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import hashlib
@@ -160,15 +161,20 @@ def _weights(method: str, cfg) -> tuple[tuple[str, float], ...]:
 
 
 def resolve_kd(kd: dict, legacy: bool, source: str, family: str = "sparse") -> tuple[str, object]:
-    """``(method, typed config)`` of a run's ``kd`` section, defaults filled (legacy ones when ``legacy``);
+    """``(method, typed config)`` of a run's ``kd`` section, defaults filled (legacy ones when ``legacy``, the
+    former defaults of :mod:`bopkd.losses.kd.stored` where the section lacks a changed option);
     ``family``: the run's network family, whose registered methods ``kd.method`` names."""
     from bopkd.losses.kd.registry import fold_legacy_kd_weight, make_spec
+    from bopkd.losses.kd.stored import with_former_defaults
 
     kd = fold_legacy_kd_weight({"kd": kd}, source)["kd"]
     method = str(kd.get("method") or "none")
     options = copy.deepcopy(kd.get("options") or {})
     if not isinstance(options, dict):
         raise BopkdError(f"{source}: kd.options must be a mapping; rewrite it or retrain the run")
+    # a run recorded before a default changed had the former one; an unknown method: make_spec below says so
+    with contextlib.suppress(BopkdError):
+        options = with_former_defaults(method, options, family)
     if legacy and method in OT_METHODS:
         target = options.setdefault("ot", {}) if method == "fkd+ot" else options
         if isinstance(target, dict):
@@ -188,6 +194,7 @@ class RunSettings:
     row_key: str  # every training setting but the seed
     base_key: str  # the same without the kd section: equal for a student and its direct training
     config: dict  # flattened resolved config (for naming what differs between rows)
+    kd_default: bool | None = None  # a student's kd options are its method's defaults (None: unknown)
 
 
 def _digest(d: dict) -> str:
@@ -236,7 +243,10 @@ def read_run_settings(cfg: dict | None, source: str, role: str, kd: str, fallbac
     resolved["kd"] = {"method": kd_method, "config": dataclasses.asdict(kd_cfg)}
     flat = {k: v for k, v in flatten(resolved).items() if not _ignored(k)}
     base = {k: v for k, v in flat.items() if not k.startswith("kd.")}
-    return RunSettings(s, _digest({"role": role, **flat}), _digest(base), flat)
+    default = None
+    if role != "teacher" and kd_method != "none":
+        default = dataclasses.asdict(kd_cfg) == dataclasses.asdict(type(kd_cfg)())
+    return RunSettings(s, _digest({"role": role, **flat}), _digest(base), flat, default)
 
 
 def _dense_settings(cfg: dict, kd_method: str, ot) -> dict[str, object]:

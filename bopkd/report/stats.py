@@ -177,6 +177,30 @@ def ot_vs_baselines(runs: pd.DataFrame) -> pd.DataFrame:
     return df.sort_values("model", key=lambda c: c.map(first), kind="stable").reset_index(drop=True)
 
 
+def variants_vs_default(runs: pd.DataFrame) -> pd.DataFrame:
+    """Paired differences of each variant row (a student whose kd options differ from its method's defaults:
+    another weight, detached scores, a dense OT cell choice) to the row of the same method with the default
+    options and the same other settings (same columns as :func:`paired_differences`; ``direct`` names the
+    default row). Empty when no run has a variant with a default row beside it."""
+    if "kd_default" not in runs or runs.empty:
+        return pd.DataFrame()
+    students = runs[(runs["role"] == "student") & (runs["kd"] != "none")]
+    is_default = students["kd_default"].eq(True)
+    defaults = {key: g for key, g in students[is_default].groupby(["base_key", "kd"], sort=False)}
+    scores = present_scores(runs)
+    out = []
+    for _key, g in students[students["kd_default"].eq(False)].groupby("row_key", sort=False):
+        base = defaults.get((g["base_key"].iloc[0], g["kd"].iloc[0]))
+        if base is not None:
+            head = {"model": g["model"].iloc[0], "kd": g["kd"].iloc[0], "backbone": g["backbone"].iloc[0]}
+            out += _paired_rows(head, g, base, scores)
+    if not out:
+        return pd.DataFrame()
+    cols = ["model", "kd", "backbone", "direct", "metric", "n", "seeds"]
+    cols += ["mean diff", "sd diff", "t", "ci low", "ci high", "note"]
+    return pd.DataFrame(out, columns=cols)
+
+
 def fmt_mean_std(mean: float, std: float, digits: int = 1) -> str:
     """``"35.0 ± 7.1"``; the mean alone when there is no std; ``–`` when there is no value."""
     if mean is None or np.isnan(mean):

@@ -14,13 +14,34 @@ from bopkd.train.trainer import Trainer
 
 
 def prepare_config(cfg: RunConfig) -> RunConfig:
-    """Fill what the config leaves to the data: ``model.obj_ids`` from the dataset when empty."""
+    """Fill what the config leaves to the data: ``model.obj_ids`` from the dataset when empty; and write
+    ``kd.options`` out in full (:func:`bopkd.losses.kd.stored.resolved_options`), so that the run's
+    ``config.yaml`` and checkpoints keep their meaning when a method's default changes."""
+    from bopkd.losses.kd.stored import resolved_options
+
     if not cfg.model.obj_ids:
         from bopkd.data.dataset import BopDataset
 
         cfg.model.obj_ids = list(BopDataset(cfg.data.dataset, cfg.data.root).obj_ids)
     cfg.model.validate("model config")
+    cfg.kd.options = resolved_options(cfg.kd.method, cfg.kd.options, cfg.family, "kd config")
     return cfg
+
+
+def recorded_config(config: dict) -> dict:
+    """A recorded run's config (a checkpoint's) with the former defaults of the kd options it lacks
+    (:func:`bopkd.losses.kd.stored.with_former_defaults`): it resumes with the settings it started with."""
+    from bopkd.losses.kd.stored import with_former_defaults
+
+    kd = config.get("kd")
+    if not isinstance(kd, dict) or not isinstance(kd.get("method"), str):
+        return config
+    family = str(config.get("family") or "sparse")
+    try:
+        options = with_former_defaults(kd["method"], kd.get("options"), family)
+    except BopkdError:
+        return config  # an unknown method: build_config names it
+    return {**config, "kd": {**kd, "options": options}}
 
 
 def train(cfg: RunConfig, resume: bool = False, teacher_path: str | None = None) -> dict:
@@ -65,7 +86,9 @@ def config_for_run(
         state = ckpt.load_checkpoint(last)
         if not isinstance(state["config"], dict):
             raise BopkdError(f"{last}: the checkpoint's config is not a mapping; start a new run")
-        cfg = build_config(base=state["config"], options=options, overrides=list(sets), kd_weight=kd_weight)
+        cfg = build_config(
+            base=recorded_config(state["config"]), options=options, overrides=list(sets), kd_weight=kd_weight
+        )
         if cfg.run_dir() != last.parent.parent:
             cfg.out = str(last.parent.parent)
     return cfg

@@ -106,7 +106,7 @@ def test_the_dense_section_s_seeds_apply_unless_seeds_are_given():
 
 
 def test_dense_variants_are_their_own_stages_and_names():
-    """The study's dense variants (OT with the cell position, OT over the teacher mask's cells) are planned
+    """The study's dense variants (OT without the cell position, OT over the teacher mask's cells) are planned
     for the dense family only, with their options merged over the OT defaults and their tag in the names."""
     plan = build_plan(
         PipelineOptions(
@@ -114,12 +114,15 @@ def test_dense_variants_are_their_own_stages_and_names():
             sets=["synth.models=procedural"],
         )
     )  # fmt: skip
-    st = plan.stage("student-dense-tiny-cpu-ot-position-s2")
-    assert st.config["family"] == "dense" and st.config["kd"]["options"]["position"] is True
+    st = plan.stage("student-dense-tiny-cpu-ot-noposition-s2")
+    # as hashed (the weight a key of its own): the former default left out, so the stage keeps the settings
+    # hash that OT with the then default had
+    assert st.config["family"] == "dense" and st.config["kd"]["options"] == {}
     assert (
         plan.stage("student-dense-tiny-cpu-ot-maskcells-s0").config["kd"]["options"]["mask_threshold"] == 0.5
     )
-    assert plan.stage("student-dense-tiny-cpu-ot-s0").config["kd"]["options"].get("position") in (None, False)
+    # hashed options: the former default (position off) is left out, a changed default written out
+    assert plan.stage("student-dense-tiny-cpu-ot-s0").config["kd"]["options"] == {"position": True}
     names = [s.name for s in plan.stages if s.kind == "student"]
     assert len(names) == 15 + 6 and not any("-w10-" in n for n in names)
     pred = plan.stage("predict-dense-tiny-cpu-ot-maskcells-s1")

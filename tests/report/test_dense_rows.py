@@ -3,8 +3,11 @@ dense student over the dense direct student (not the sparse one), and the README
 
 from __future__ import annotations
 
+import dataclasses
+
 import pandas as pd
 
+from bopkd.losses.kd.dense_ot import DenseOTKDConfig
 from bopkd.report.build import build_report
 from bopkd.report.collect import collect_results
 from tests.report.test_report import write_submission
@@ -88,3 +91,22 @@ def test_dense_rows_state_the_code_loss_and_the_ot_cells(tmp_path):
     assert "code loss over the GT mask — deviation" in gt and "pool 4, teacher mask > 0.5" in gt, gt
     md = build_report(r, tmp_path / "rep").files["README_results.md"].read_text()
     assert "mask L1 + code loss over the GT mask (deviation)" in md and "live masses" in md
+
+
+def test_a_dense_ot_run_recorded_before_the_position_default_reads_without_it(tmp_path):
+    """Run configs record the resolved options (position on, the default now); a config recorded before,
+    without the key, had the former default (off): two rows, each labelled with its own setting."""
+    r = tmp_path / "results"
+    r.mkdir()
+    resolved = dataclasses.asdict(DenseOTKDConfig())
+    runs = [
+        ("bopkd-dense-ot-small-s0", {**DENSE, "kd": {"method": "ot", "options": resolved}}),
+        ("bopkd-dense-ot-old-small-s0", {**DENSE, "kd": {"method": "ot", "options": {"weight": 5.0}}}),
+    ]
+    for method, config in runs:
+        write_submission(r, method, role="student", backbone="small", kd="ot", seed=0, ar=0.1, add=0.1,
+                         config=config, side_extra={"family": "dense"}, **COMMON)  # fmt: skip
+    res = {x.result_name.split("_")[0]: x for x in collect_results(r)}
+    assert res["bopkd-dense-ot-small-s0"].model == "dense small / ot (w=5, pool 4, + position x1)"
+    assert res["bopkd-dense-ot-old-small-s0"].model == "dense small / ot (w=5, pool 4)"
+    assert res["bopkd-dense-ot-small-s0"].row_key != res["bopkd-dense-ot-old-small-s0"].row_key

@@ -285,3 +285,37 @@ def test_a_baseline_at_two_weights_gives_one_comparison_each(tmp_path):
     w5, w2 = p.loc["small / pred (w=5)"], p.loc["small / pred (w=2)"]
     assert (w5["n"], w5["mean diff"]) == (3, pytest.approx(10.0))  # 10, 10, 10
     assert (w2["n"], w2["seeds"], w2["mean diff"]) == (2, "0,1", pytest.approx(3.0))  # 5, 1
+
+
+def test_variants_are_paired_with_their_method_s_default_row_by_hand(study, tmp_path):
+    """OT with detached scores (seeds 0-2) and OT at weight 2.5 (seed 2) against OT with its default options;
+    the fkd+ot row of an older config (teacher cells read as the mask) has no default row beside it."""
+    rep = build_report(study, tmp_path / "rep")
+    v = rep.paired_variants.set_index(["model", "metric"])
+    assert set(rep.paired_variants["direct"]) == {LIVE}
+    assert set(rep.paired_variants["model"]) == {DETACHED, HALF}
+    det = v.loc[(DETACHED, "AR")]  # 21-26, 22-27, 23-40 = -5, -5, -17 points
+    assert (det["n"], det["seeds"]) == (3, "0,1,2")
+    assert det["mean diff"] == pytest.approx(-9.0) and det["sd diff"] == pytest.approx(math.sqrt(48))
+    half = T_975_2 * math.sqrt(48) / math.sqrt(3)
+    assert det["ci high"] == pytest.approx(-9.0 + half, rel=1e-4)
+    one = v.loc[(HALF, "AR")]  # 35 - 40
+    assert (one["n"], one["mean diff"]) == (1, pytest.approx(-5.0))
+    md = rep.files["paired_variants.md"].read_text()
+    assert f"-9.0 [{-9.0 - half:+.1f}, {-9.0 + half:+.1f}]" in md
+    readme = rep.files["README_results.md"].read_text()
+    assert "Paired difference of each variant to its method's default settings" in readme
+    runs = pd.read_csv(rep.files["runs.csv"]).set_index("model")
+    assert runs.loc[LIVE, "kd_default"].all() and not runs.loc[DETACHED, "kd_default"].any()
+    assert runs.loc["small / none", "kd_default"].isna().all()
+
+
+def test_no_variant_no_variant_section(tmp_path):
+    r = tmp_path / "results"
+    r.mkdir()
+    for s in (0, 1):
+        _sub(r, f"bopkd-none-small-s{s}", "none", s, 0.2, 0.1)
+        _sub(r, f"bopkd-ot-small-s{s}", "ot", s, 0.3, 0.1)
+    rep = build_report(r, tmp_path / "rep")
+    assert rep.paired_variants.empty and "paired_variants.md" not in rep.files
+    assert "each variant" not in rep.files["README_results.md"].read_text()

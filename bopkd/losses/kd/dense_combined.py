@@ -36,6 +36,7 @@ class DenseFKDOTConfig:
     summary="dense fkd and dense ot added (--kd-weight sets the ot weight)",
     terms=("kd_fkd_feat", "kd_fkd_att", "kd_fkd_nl", "kd_ot"),
     weight_key=("ot", "weight"),
+    former_defaults={"ot.position": False},
 )
 class DenseFKDOT(CombinedKD):
     """Sum of :class:`DenseFKD` and :class:`DenseOTKD` (terms kept apart)."""

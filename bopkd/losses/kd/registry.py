@@ -60,6 +60,8 @@ class KDEntry:
         weight_key: path of the distillation weight inside the config (``("weight",)``); None for a
             method without one (``none``).
         family: the pose family whose network outputs the method reads (``"sparse"`` or ``"dense"``).
+        former_defaults: options whose default changed, dotted path -> the value they had before
+            (:mod:`bopkd.losses.kd.stored`: how run configs written before the change are read).
     """
 
     name: str
@@ -69,6 +71,7 @@ class KDEntry:
     terms: tuple[str, ...]
     weight_key: tuple[str, ...] | None
     family: str = "sparse"
+    former_defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def needs_teacher(self) -> bool:
@@ -141,14 +144,14 @@ def methods_of(family: str = "sparse") -> dict[str, KDEntry]:
     return _BY_FAMILY[check_family(family)]
 
 
-def _check_weight_key(name: str, config: type, weight_key: tuple[str, ...]) -> None:
+def _check_weight_key(name: str, config: type, weight_key: tuple[str, ...], what: str = "weight_key") -> None:
     node: Any = config
     for k in weight_key:
         fields = {f.name: f for f in dataclasses.fields(node)} if dataclasses.is_dataclass(node) else {}
         if k not in fields:
             raise BopkdError(
-                f"register_kd({name!r}): weight_key {weight_key} names no field of {config.__name__}: "
-                "give the path of the weight field"
+                f"register_kd({name!r}): {what} {weight_key} names no field of {config.__name__}: "
+                "give the path of a field"
             )
         f = fields[k]
         node = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
@@ -162,6 +165,7 @@ def register_kd(
     summary: str,
     terms: tuple[str, ...] = (),
     weight_key: tuple[str, ...] | None = ("weight",),
+    former_defaults: Mapping[str, Any] | None = None,
 ) -> Callable[[type[KDMethod]], type[KDMethod]]:
     """Class decorator: add a :class:`KDMethod` subclass to the registry under ``(family, name)``.
 
@@ -173,9 +177,11 @@ def register_kd(
         summary: one line for ``--help`` and reports.
         terms: names of the terms ``forward`` returns.
         weight_key: path of the distillation weight in ``config`` (None: the method has none).
+        former_defaults: options whose default changed since runs were first recorded, dotted path
+            (``"position"``, ``"ot.position"``) -> the former default (:mod:`bopkd.losses.kd.stored`).
     Raises:
-        BopkdError: the name is taken in that family, the family is unknown, or ``weight_key`` names no
-            field of ``config``.
+        BopkdError: the name is taken in that family, the family is unknown, or ``weight_key`` or a key
+            of ``former_defaults`` names no field of ``config``.
     """
     fam = check_family(family, f"register_kd({name!r})")
     table = _BY_FAMILY[fam]
@@ -186,6 +192,9 @@ def register_kd(
         raise BopkdError(f"register_kd({key!r}): config must be a dataclass, got {config!r}")
     if weight_key is not None:
         _check_weight_key(key, config, tuple(weight_key))
+    former = dict(former_defaults or {})
+    for path in former:
+        _check_weight_key(key, config, tuple(path.split(".")), "former_defaults key")
 
     def register(cls: type[KDMethod]) -> type[KDMethod]:
         old = table.get(key)
@@ -196,9 +205,8 @@ def register_kd(
             )
         cls.name = key
         cls.family = fam
-        table[key] = KDEntry(
-            key, cls, config, summary, tuple(terms), None if weight_key is None else tuple(weight_key), fam
-        )
+        wk = None if weight_key is None else tuple(weight_key)
+        table[key] = KDEntry(key, cls, config, summary, tuple(terms), wk, fam, former)
         return cls
 
     return register

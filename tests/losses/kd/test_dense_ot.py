@@ -66,9 +66,10 @@ def reference(s, t, cfg: DenseOTKDConfig) -> float:
         {"pool": 1},
         {"pool": 4, "blur": 0.05, "reach": 1.0},
         {"position": True, "position_weight": 2.0},
+        {"position": False},
         {"mask_threshold": 0.5},
     ],
-    ids=["default", "pool1", "blur", "position", "mask_only"],
+    ids=["default", "pool1", "blur", "position", "noposition", "mask_only"],
 )
 def test_matches_geomloss_per_image(opts):
     cfg = DenseOTKDConfig(**opts)
@@ -81,7 +82,7 @@ def test_matches_geomloss_per_image(opts):
 
 def test_float64_sets_match_geomloss_to_1e5():
     """The pooled sets in float64 through bopkd's solver equal geomloss's float64 values to 1e-5."""
-    cfg = DenseOTKDConfig(pool=2)
+    cfg = DenseOTKDConfig(pool=2, position=False)
     s, t = outputs(seed=3, dtype=torch.float64), outputs(seed=4, dtype=torch.float64)
     x, a = cell_sets(
         torch.sigmoid(s["mask_logits"]).clamp(1e-3, 1 - 1e-3), torch.sigmoid(s["code_logits"]), 2
@@ -117,11 +118,12 @@ def test_invariant_to_the_order_of_cells_unless_positions_join():
     s, t = outputs(S=16, seed=7), outputs(S=16, seed=8)
     perm = torch.randperm(16, generator=torch.Generator().manual_seed(0))
     s2 = {k: permute_blocks(v, 4, perm) for k, v in s.items()}
-    m = DenseOTKD(DenseOTKDConfig(pool=4))
+    m = DenseOTKD(DenseOTKDConfig(pool=4, position=False))
     base = float(m(s, {}, t)["kd_ot"])
     assert float(m(s2, {}, t)["kd_ot"]) == pytest.approx(base, rel=1e-5)
-    # with the cell position in the point, moving the student's cells changes the loss
-    mp = DenseOTKD(DenseOTKDConfig(pool=4, position=True))
+    # with the cell position in the point (the default), moving the student's cells changes the loss
+    mp = DenseOTKD(DenseOTKDConfig(pool=4))
+    assert mp.cfg.position
     assert abs(float(mp(s2, {}, t)["kd_ot"]) / float(mp(s, {}, t)["kd_ot"]) - 1) > 1e-2
 
 

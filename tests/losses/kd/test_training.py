@@ -10,14 +10,17 @@ a BOP CSV.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 
 import pytest
 import torch
+import yaml
 from typer.testing import CliRunner
 
 from bopkd.cli import app
 from bopkd.losses.kd import KD_METHODS
+from bopkd.losses.kd.ot_kd import OTKDConfig
 from bopkd.train import checkpoint as ckpt
 from bopkd.train.command import prepare_config, train
 from bopkd.train.config import build_config
@@ -139,11 +142,13 @@ def test_cli_student_with_teacher_kd_and_weight_then_predict(setup):
     r = runner.invoke(app, args)
     assert r.exit_code == 0, r.output
     state = ckpt.load_checkpoint(out)
+    # the run records every option of the method, the given ones over the defaults
     assert state["config"]["kd"] == {
         "method": "ot",
         "teacher": str(teacher),
-        "options": {"weight": 2.5, "detach_scores": True},
+        "options": {**dataclasses.asdict(OTKDConfig()), "weight": 2.5, "detach_scores": True},
     }
+    assert yaml.safe_load((out / "config.yaml").read_text())["kd"] == state["config"]["kd"]
     # the 2-iteration student is not confident anywhere yet: every cell is a candidate (score_th 0)
     r = runner.invoke(
         app,
