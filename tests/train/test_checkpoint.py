@@ -104,6 +104,20 @@ def test_a_linked_name_keeps_its_content_when_the_source_is_saved_again(tmp_path
     assert sorted(p.name for p in folder.iterdir()) == ["final.pt", "last.pt"]
 
 
+def test_a_file_system_without_hard_links_gets_a_copy(tmp_path, monkeypatch):
+    folder = tmp_path / "checkpoints"
+    ckpt.save_checkpoint(folder / "last.pt", _state(nn.Linear(3, 2), iteration=4))
+
+    def no_links(src, dst):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(ckpt.os, "link", no_links)
+    ckpt.link_checkpoint(folder / "last.pt", folder / "final.pt")
+    assert not (folder / "final.pt").samefile(folder / "last.pt")
+    assert ckpt.load_checkpoint(folder / "final.pt")["iteration"] == 4
+    assert sorted(p.name for p in folder.iterdir()) == ["final.pt", "last.pt"]
+
+
 def test_bad_files_give_one_line_errors(tmp_path):
     good = tmp_path / "good.pt"
     ckpt.save_checkpoint(good, _state(nn.Linear(3, 2)))
