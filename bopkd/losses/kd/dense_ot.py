@@ -40,13 +40,13 @@ Default 4: its gradients stay close to the unpooled ones at about 1/100 of the u
 little more at these map sizes and agrees less. At ZebraPose's 128 x 128 maps pool 4 gives 32 x 32 = 1024 cells
 per crop, 16 times the cells and about 256 times the Sinkhorn work of pool 8 (256 cells).
 
-``position`` and ``mask_threshold`` are the two other choices the paper leaves open. ``position`` is on by
-default, by measurement: in the README's dense study (tiny-cpu students of a darknet-tiny-h teacher, 1500
-iterations, seeds 0-2, every other setting equal) OT with the cell position beat OT without it on every seed,
-AR +1.5 points (95 % t interval [+0.8, +2.3]); runs recorded before this default changed had it off, and read
-so (:mod:`bopkd.losses.kd.stored`). ``mask_threshold`` stays None (every cell): the same study's OT over the
-teacher mask's cells was ahead by +2.3 points, an interval containing 0 ([-0.9, +5.4]). The report's table of
-variants against their method's default (``paired_variants.md``) gives the current figures.
+``position`` and ``mask_threshold`` are the two other choices the paper leaves open, each set by the dense study
+of the README (tiny-cpu students of a darknet-tiny-h teacher, 1500 iterations, seeds 0-2, every other setting
+equal; the report's paired differences to OT's default, ``paired_variants.md``): OT without the cell position was
+behind OT with it on AR by 1.5 points, 95 % t interval [-2.2, -0.8], so ``position`` is on; OT over the teacher
+mask's cells (``mask_threshold`` 0.5) did not differ from OT over every cell (AR -0.0 [-2.5, +2.5], every score's
+interval containing 0), so ``mask_threshold`` stays None. Runs recorded before ``position`` became the default had
+it off and are read so (:mod:`bopkd.losses.kd.stored`).
 """
 
 from __future__ import annotations
