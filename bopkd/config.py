@@ -279,3 +279,34 @@ def drop_none(d: dict) -> dict:
         elif v is not None:
             out[k] = v
     return out
+
+
+def lookup(d: Any, path: tuple[str, ...] | list[str], default: Any = None) -> Any:
+    """``d[path[0]]...[path[-1]]`` of nested mappings; ``default`` when a key on the way is absent."""
+    node = d
+    for k in path:
+        if not isinstance(node, dict) or k not in node:
+            return default
+        node = node[k]
+    return node
+
+
+def set_path(d: dict, path: tuple[str, ...] | list[str], value: Any) -> None:
+    """Set ``d[path[0]]...[path[-1]] = value`` in place, making the mappings on the way."""
+    for k in path[:-1]:
+        if not isinstance(d.get(k), dict):
+            d[k] = {}
+        d = d[k]
+    d[path[-1]] = value
+
+
+def pop_path(d: Any, path: tuple[str, ...] | list[str]) -> Any:
+    """Remove and return ``d[path[0]]...[path[-1]]`` (None if absent); drop the mappings it leaves empty."""
+    if not path or not isinstance(d, dict) or path[0] not in d:
+        return None
+    if len(path) == 1:
+        return d.pop(path[0])
+    value = pop_path(d[path[0]], path[1:])
+    if d[path[0]] == {}:
+        del d[path[0]]
+    return value

@@ -79,7 +79,7 @@ def dense_seeds(p) -> list[int]:
 def dense_method(role: str, backbone: str, method: str, seed: int, tag: str = "") -> str:
     """BOP method name of a dense model: ``bopkd-dense-teacher-darknettinyh-s0``, ``bopkd-dense-ot-tinycpu-s0``
     (``fkd+ot`` -> ``fkdot``; :func:`bopkd.pipeline.plan.result_method`), a variant's
-    ``bopkd-dense-ot-position-tinycpu-s0``."""
+    ``bopkd-dense-ot-noposition-tinycpu-s0``."""
     return result_method(role, backbone, method, seed, tag).replace("bopkd-", "bopkd-dense-", 1)
 
 

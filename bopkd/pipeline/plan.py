@@ -30,7 +30,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bopkd.config import merge_into, to_dict
+from bopkd.config import lookup, merge_into, pop_path, to_dict
 from bopkd.errors import BopkdError
 from bopkd.losses.kd.stored import canonical_options
 from bopkd.pipeline import stages as actions
@@ -69,15 +69,6 @@ NEUTRAL_TRAIN_DEFAULTS = {
 # ------------------------------------------------------------------------------------------- settings hash
 
 
-def _lookup(d: dict, dotted: str):
-    node = d
-    for p in dotted.split("."):
-        if not isinstance(node, dict) or p not in node:
-            return KeyError
-        node = node[p]
-    return node
-
-
 def _drop_keys(d: dict, dotted: tuple[str, ...]) -> dict:
     d = copy.deepcopy(d)
     for k in dotted:
@@ -90,18 +81,6 @@ def _drop_keys(d: dict, dotted: tuple[str, ...]) -> dict:
         if isinstance(node, dict):
             node.pop(parts[-1], None)
     return d
-
-
-def _pop_nested(d: dict, path: tuple[str, ...]):
-    """Remove and return ``d[path[0]]...[path[-1]]`` (None if absent); drop the mappings it leaves empty."""
-    if not path or not isinstance(d, dict) or path[0] not in d:
-        return None
-    if len(path) == 1:
-        return d.pop(path[0])
-    value = _pop_nested(d[path[0]], path[1:])
-    if d[path[0]] == {}:
-        del d[path[0]]
-    return value
 
 
 def kd_entry(method: str, source: str, family: str = "sparse"):
@@ -129,7 +108,7 @@ def recorded_kd_section(kd: dict, family: str = "sparse") -> dict:
     options = canonical_options(entry.name, kd.get("options"), family)
     weight = None
     if entry.weight_key is not None:
-        weight = _pop_nested(options, tuple(entry.weight_key))
+        weight = pop_path(options, tuple(entry.weight_key))
         weight = entry.default_weight() if weight is None else float(weight)
     return {
         "method": kd.get("method", "none"),
@@ -145,7 +124,7 @@ def hashed_train_config(cfg: dict) -> dict:
     cfg = dict(cfg)
     if isinstance(cfg.get("kd"), dict):
         cfg["kd"] = recorded_kd_section(cfg["kd"], str(cfg.get("family") or "sparse"))
-    neutral = tuple(k for k, v in NEUTRAL_TRAIN_DEFAULTS.items() if _lookup(cfg, k) == v)
+    neutral = tuple(k for k, v in NEUTRAL_TRAIN_DEFAULTS.items() if lookup(cfg, k.split("."), KeyError) == v)
     return _drop_keys(cfg, VOLATILE_TRAIN_KEYS + neutral)
 
 
@@ -469,7 +448,7 @@ def student_kd(
     options = copy.deepcopy(preset.kd_options.get(method, {}))
     if variant is not None:
         merge_into(options, copy.deepcopy(variant.options), f"variant {variant.tag}")
-    if entry.weight_key is not None and _lookup(options, ".".join(entry.weight_key)) in (KeyError, None):
+    if entry.weight_key is not None and lookup(options, entry.weight_key) is None:
         merge_into(options, entry.weight_options(entry.default_weight()), f"the {method} default")
     kd = {"method": method, "teacher": None if method == "none" else "(the teacher stage's checkpoint)"}
     if options:

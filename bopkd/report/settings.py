@@ -35,7 +35,6 @@ False). The row's ``assumed`` field says when this was applied.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import hashlib
@@ -172,9 +171,7 @@ def resolve_kd(kd: dict, legacy: bool, source: str, family: str = "sparse") -> t
     options = copy.deepcopy(kd.get("options") or {})
     if not isinstance(options, dict):
         raise BopkdError(f"{source}: kd.options must be a mapping; rewrite it or retrain the run")
-    # a run recorded before a default changed had the former one; an unknown method: make_spec below says so
-    with contextlib.suppress(BopkdError):
-        options = with_former_defaults(method, options, family)
+    options = with_former_defaults(method, options, family)  # a run recorded before a default changed
     if legacy and method in OT_METHODS:
         target = options.setdefault("ot", {}) if method == "fkd+ot" else options
         if isinstance(target, dict):
@@ -356,9 +353,11 @@ def settings_table(results) -> list[dict[str, object]]:
                 if s.family == "dense"
                 else mark("detach_scores", _yes_no(s.detach_scores, "detached", "live"))
             ),
-            "teacher cells": s.ot_cells or "–"
-            if s.family == "dense"
-            else mark("teacher_region", s.teacher_region or "–"),
+            "teacher cells": (
+                (s.ot_cells or "–")
+                if s.family == "dense"
+                else mark("teacher_region", s.teacher_region or "–")
+            ),
             "teacher-PnP filter": mark("teacher_pnp", _yes_no(s.teacher_pnp, "yes", "no")),
             "assumed": s.assumed or ("–" if s.known else "settings unknown: no run config"),
             "seeds": [r.seed],

@@ -97,6 +97,11 @@ def _baseline_rows(runs: pd.DataFrame, kd: str) -> dict[str, list[pd.DataFrame]]
     }
 
 
+#: Columns of the paired-difference frames (:func:`paired_differences`, :func:`variants_vs_default`).
+PAIRED_COLUMNS = ["model", "kd", "backbone", "direct", "metric", "n", "seeds"]
+PAIRED_COLUMNS += ["mean diff", "sd diff", "t", "ci low", "ci high", "note"]
+
+
 def paired_differences(
     runs: pd.DataFrame, baseline: str = "none", methods: tuple[str, ...] | None = None
 ) -> pd.DataFrame:
@@ -122,9 +127,7 @@ def paired_differences(
             continue
         for base in bases:
             out += _paired_rows(head, g, base, scores)
-    cols = ["model", "kd", "backbone", "direct", "metric", "n", "seeds"]
-    cols += ["mean diff", "sd diff", "t", "ci low", "ci high", "note"]
-    df = pd.DataFrame(out, columns=cols)
+    df = pd.DataFrame(out, columns=PAIRED_COLUMNS)
     if df.empty:
         return df
     order = row_order(df.drop_duplicates("model").assign(role="student"))["model"].tolist()
@@ -194,11 +197,7 @@ def variants_vs_default(runs: pd.DataFrame) -> pd.DataFrame:
         if base is not None:
             head = {"model": g["model"].iloc[0], "kd": g["kd"].iloc[0], "backbone": g["backbone"].iloc[0]}
             out += _paired_rows(head, g, base, scores)
-    if not out:
-        return pd.DataFrame()
-    cols = ["model", "kd", "backbone", "direct", "metric", "n", "seeds"]
-    cols += ["mean diff", "sd diff", "t", "ci low", "ci high", "note"]
-    return pd.DataFrame(out, columns=cols)
+    return pd.DataFrame(out, columns=PAIRED_COLUMNS) if out else pd.DataFrame()
 
 
 def fmt_mean_std(mean: float, std: float, digits: int = 1) -> str:

@@ -29,7 +29,6 @@ import errno
 import os
 import pickle
 import platform
-import shutil
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,7 @@ import numpy as np
 import torch
 
 from bopkd.errors import BopkdError, MissingFileError
-from bopkd.utils.atomic import atomic_open
+from bopkd.utils.atomic import atomic_link, atomic_open
 
 FORMAT = "bopkd-checkpoint"
 CHECKPOINT_VERSION = 1
@@ -74,50 +73,36 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
         with atomic_open(path, "wb") as f:
             torch.save(full, f)
     except (OSError, RuntimeError) as e:
-        raise BopkdError(
-            f"{path}: the checkpoint could not be written ({_write_failure(e)}); {_WRITE_FIX}"
-        ) from e
+        raise _write_error(path, e) from e
     return path
 
 
-_WRITE_FIX = (
-    "free space or give --out on another disk, then rerun with --resume (the previous checkpoint is kept)"
-)
-
-
-def _write_failure(e: BaseException) -> str:
-    """The root cause of a failed ``torch.save``: torch wraps the file system's error (``ENOSPC``...) in a
-    RuntimeError of its zip writer, keeping the OSError as the context."""
+def _write_error(path: Path, e: BaseException) -> BopkdError:
+    """One line for a checkpoint that could not be written, with the root cause: torch wraps the file
+    system's error (``ENOSPC``...) in a RuntimeError of its zip writer, keeping the OSError as the context."""
+    cause = str(e).splitlines()[0] if str(e) else type(e).__name__
     seen: BaseException | None = e
     while seen is not None:
         if isinstance(seen, OSError) and seen.errno is not None:
-            return "no space left on the device" if seen.errno == errno.ENOSPC else os.strerror(seen.errno)
+            cause = "no space left on the device" if seen.errno == errno.ENOSPC else os.strerror(seen.errno)
+            break
         seen = seen.__cause__ or seen.__context__
-    return str(e).splitlines()[0] if str(e) else type(e).__name__
+    return BopkdError(
+        f"{path}: the checkpoint could not be written ({cause}); free space or give --out on another disk, "
+        "then rerun with --resume (the previous checkpoint is kept)"
+    )
 
 
 def link_checkpoint(src: str | Path, dst: str | Path) -> Path:
-    """Give the checkpoint file ``src`` the second name ``dst`` without a second copy on disk.
-
-    A hard link, put in place atomically (a copy where the file system has none): a finished run's
-    ``final.pt`` and ``last.pt`` are the same state, and a darknet53 checkpoint with its AdamW moments is
-    about 0.5 GB. A later :func:`save_checkpoint` to ``src`` renames a new file over that name, so ``dst``
-    keeps its content.
-    """
-    src, dst = Path(src), Path(dst)
-    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.link")
-    tmp.unlink(missing_ok=True)
+    """Give the checkpoint file ``src`` the second name ``dst`` without a second copy on disk
+    (:func:`bopkd.utils.atomic.atomic_link`): a finished run's ``final.pt`` and ``last.pt`` are the same
+    state, and a darknet53 checkpoint with its AdamW moments is about 0.5 GB. A later
+    :func:`save_checkpoint` to ``src`` renames a new file over that name, so ``dst`` keeps its content."""
+    dst = Path(dst)
     try:
-        try:
-            os.link(src, tmp)
-        except OSError:
-            shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
+        atomic_link(src, dst)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise BopkdError(
-            f"{dst}: the checkpoint could not be written ({_write_failure(e)}); {_WRITE_FIX}"
-        ) from e
+        raise _write_error(dst, e) from e
     return dst
 
 

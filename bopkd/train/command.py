@@ -36,11 +36,7 @@ def recorded_config(config: dict) -> dict:
     kd = config.get("kd")
     if not isinstance(kd, dict) or not isinstance(kd.get("method"), str):
         return config
-    family = str(config.get("family") or "sparse")
-    try:
-        options = with_former_defaults(kd["method"], kd.get("options"), family)
-    except BopkdError:
-        return config  # an unknown method: build_config names it
+    options = with_former_defaults(kd["method"], kd.get("options"), str(config.get("family") or "sparse"))
     return {**config, "kd": {**kd, "options": options}}
 
 

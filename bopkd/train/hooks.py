@@ -212,6 +212,8 @@ class Checkpointer(HookBase):
     ``checkpoints/final.pt`` once the run reached ``cfg.iters`` (:mod:`bopkd.train.checkpoint`): a second
     name of ``last.pt`` when that holds the same iteration, a file of its own otherwise."""
 
+    saved_iteration: int | None = None  # the iteration of the last ``last.pt`` this hook wrote
+
     def after_step(self) -> None:
         tr = self.trainer
         if tr.iteration % tr.cfg.ckpt_every == 0 or tr.iteration == tr.end:
@@ -222,7 +224,7 @@ class Checkpointer(HookBase):
         tr = self.trainer
         if tr.iteration < tr.cfg.iters:
             return
-        if getattr(self, "saved_iteration", None) != tr.iteration:
+        if self.saved_iteration != tr.iteration:
             tr.save(ckpt.FINAL)
         elif tr.is_main:
             folder = tr.run_dir / "checkpoints"

@@ -38,6 +38,23 @@ def atomic_open(path: str | Path, mode: str = "w", **kwargs: Any) -> Iterator[IO
         raise
 
 
+def atomic_link(src: str | Path, dst: str | Path) -> None:
+    """Give the file ``src`` the second name ``dst`` (a hard link; a copy where the file system has none),
+    put in place by a rename, so ``dst`` is never partial. Raises OSError (the temporary name removed)."""
+    src, dst = Path(src), Path(dst)
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.link")
+    tmp.unlink(missing_ok=True)
+    try:
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def atomic_write_text(path: str | Path, text: str) -> None:
     with atomic_open(path, "w", encoding="utf-8") as f:
         f.write(text)

@@ -144,13 +144,14 @@ def methods_of(family: str = "sparse") -> dict[str, KDEntry]:
     return _BY_FAMILY[check_family(family)]
 
 
-def _check_weight_key(name: str, config: type, weight_key: tuple[str, ...], what: str = "weight_key") -> None:
+def _check_field_path(name: str, config: type, path: tuple[str, ...], what: str) -> None:
+    """A one-line error unless ``path`` names a (nested) field of the dataclass ``config``."""
     node: Any = config
-    for k in weight_key:
+    for k in path:
         fields = {f.name: f for f in dataclasses.fields(node)} if dataclasses.is_dataclass(node) else {}
         if k not in fields:
             raise BopkdError(
-                f"register_kd({name!r}): {what} {weight_key} names no field of {config.__name__}: "
+                f"register_kd({name!r}): {what} {path} names no field of {config.__name__}: "
                 "give the path of a field"
             )
         f = fields[k]
@@ -191,10 +192,10 @@ def register_kd(
     if not dataclasses.is_dataclass(config):
         raise BopkdError(f"register_kd({key!r}): config must be a dataclass, got {config!r}")
     if weight_key is not None:
-        _check_weight_key(key, config, tuple(weight_key))
+        _check_field_path(key, config, tuple(weight_key), "weight_key")
     former = dict(former_defaults or {})
     for path in former:
-        _check_weight_key(key, config, tuple(path.split(".")), "former_defaults key")
+        _check_field_path(key, config, tuple(path.split(".")), "former_defaults key")
 
     def register(cls: type[KDMethod]) -> type[KDMethod]:
         old = table.get(key)

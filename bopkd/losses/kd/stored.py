@@ -16,44 +16,12 @@ former_defaults={"position": False})``), and:
 from __future__ import annotations
 
 import copy
-from typing import Any
 
-from bopkd.config import to_dict
+from bopkd.config import lookup, pop_path, set_path, to_dict
+from bopkd.errors import BopkdError
 from bopkd.losses.kd.registry import get_entry, make_spec
 
 _MISSING = object()
-
-
-def _get(node: Any, path: tuple[str, ...]) -> Any:
-    for k in path:
-        if not isinstance(node, dict) or k not in node:
-            return _MISSING
-        node = node[k]
-    return node
-
-
-def _set(node: dict, path: tuple[str, ...], value: Any) -> None:
-    for k in path[:-1]:
-        child = node.get(k)
-        if not isinstance(child, dict):
-            child = node[k] = {}
-        node = child
-    node[path[-1]] = value
-
-
-def _pop(node: dict, path: tuple[str, ...]) -> None:
-    parents = []
-    for k in path[:-1]:
-        child = node.get(k)
-        if not isinstance(child, dict):
-            return
-        parents.append((node, k))
-        node = child
-    node.pop(path[-1], None)
-    for parent, k in reversed(parents):  # a mapping left empty is dropped, as if never given
-        if parent[k]:
-            break
-        del parent[k]
 
 
 def resolved_options(method: str, options: dict | None, family: str = "sparse", source: str = "kd") -> dict:
@@ -62,14 +30,22 @@ def resolved_options(method: str, options: dict | None, family: str = "sparse", 
 
 
 def with_former_defaults(method: str, options: dict | None, family: str = "sparse") -> dict:
-    """A recorded run's options with each changed field it lacks set to its former default (a copy)."""
+    """A recorded run's options with each changed field it lacks set to its former default (a copy).
+
+    Options of an unknown method or family, or that are not a mapping, are returned as given: the readers
+    (:func:`~bopkd.losses.kd.registry.make_spec`) name what is wrong with them.
+    """
     out = copy.deepcopy(options or {})
+    try:
+        former = get_entry(method, family=family).former_defaults
+    except BopkdError:
+        return out
     if not isinstance(out, dict):
-        return out  # make_spec reports the malformed section
-    for dotted, former in get_entry(method, family=family).former_defaults.items():
-        path = tuple(dotted.split("."))
-        if _get(out, path) is _MISSING:
-            _set(out, path, copy.deepcopy(former))
+        return out
+    for dotted, value in former.items():
+        path = dotted.split(".")
+        if lookup(out, path, _MISSING) is _MISSING:
+            set_path(out, path, copy.deepcopy(value))
     return out
 
 
@@ -82,12 +58,12 @@ def canonical_options(method: str, options: dict | None, family: str = "sparse")
     entry = get_entry(method, family=family)
     defaults = to_dict(entry.config_cls())
     for dotted, former in entry.former_defaults.items():
-        path = tuple(dotted.split("."))
-        value = _get(out, path)
+        path = dotted.split(".")
+        value = lookup(out, path, _MISSING)
         if value is _MISSING:
-            value = _get(defaults, path)
+            value = lookup(defaults, path)
         if value == former:
-            _pop(out, path)
+            pop_path(out, path)
         else:
-            _set(out, path, value)
+            set_path(out, path, value)
     return out
