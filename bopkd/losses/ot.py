@@ -25,15 +25,23 @@ __all__ = ["group_diameters", "sinkhorn_divergence"]
 _P = 2  # exponent of the ground cost C = |x - y|^p / p; the paper (and this module) use p = 2
 
 
-def _cost(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Half squared Euclidean distances ``C[b, i, j] = |x[b, i] - y[b, j]|^2 / 2``: (B,N,D),(B,M,D) -> (B,N,M).
+def _cost(z: torch.Tensor) -> torch.Tensor:
+    """Half squared Euclidean distances between the points of each set, ``C[b, i, j] = |z[b, i] - z[b, j]|^2
+    / 2``: (B, K, D) -> (B, K, K).
 
-    From the differences (``torch.cdist`` without its ``|x|^2 - 2 x.y + |y|^2`` matrix-product path, which
-    geomloss uses): exact on the diagonal of C(x, x) and free of cancellation in float32 (with blur 0.001,
-    C / eps would carry errors of order |x|^2 * 1e-7 / 1e-6). cdist's fused kernel does not materialise the
-    (B, N, M, D) differences. Computed without autograd (:class:`_SoftminLeft` differentiates the cost).
+    Free of float32 cancellation: with blur 0.001, C / eps would carry errors of order |z|^2 * 1e-7 / 1e-6
+    if C came from ``|z_i|^2 / 2 - z_i.z_j + |z_j|^2 / 2`` in float32 (geomloss's formula). On the CPU that
+    formula is evaluated in float64 (absolute error about 1e-16 |z|^2, then rounded to z's dtype): one
+    batched matrix product, 2-3x faster there than ``torch.cdist``'s difference kernel, which is used on
+    other devices (exact differences, fused, no (B, K, K, D) temporary; float64 is slow on most GPUs).
+    Computed without autograd (:class:`_LastUpdate` differentiates the cost).
     """
-    return torch.cdist(x, y, compute_mode="donot_use_mm_for_euclid_dist").square() / 2
+    if z.device.type != "cpu":
+        return torch.cdist(z, z, compute_mode="donot_use_mm_for_euclid_dist").square() / 2
+    zd = z.double()
+    half_sq = zd.square().sum(-1).mul_(0.5)
+    c = torch.baddbmm(half_sq[:, :, None], zd, zd.transpose(1, 2), alpha=-1).add_(half_sq[:, None, :])
+    return c.clamp_(min=0).to(z.dtype)
 
 
 # Terms of a log-sum-exp more than e^80 below its largest term are raised to e^-80 times it: invisible
@@ -42,39 +50,26 @@ def _cost(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 _LOG_TINY = -80.0
 
 
-def _softmin(eps: torch.Tensor, cost: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-    r"""Soft C-transform ``f_i = -eps log sum_j exp(h_j - C_ij / eps)`` (geomloss ``softmin_tensorized``).
-
-    eps (B,), cost (B,N,M), h (B,M) log-domain values (``-inf`` on absent points) -> (B,N).
-    Every row of h must have a finite entry (empty problems are given uniform weights before).
-    Differentiable (used for the last step): entries at -inf or raised to the floor get gradient 0.
-    """
-    z = h[:, None, :] - cost / eps[:, None, None]
-    m = z.detach().amax(2, keepdim=True)
-    lse = (z - m).clamp(min=_LOG_TINY).exp().sum(2).log() + m[..., 0]
-    return -eps[:, None] * lse
-
-
 def _lse_nograd(neg_inv_eps: torch.Tensor, cost: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-    """``logsumexp_j(h_j - C_ij / eps)`` (B,N) for the loop (no autograd): one temporary, in-place steps.
+    """``logsumexp_j(h_j - C_ij / eps)`` over the last dimension, for the loop (no autograd): one temporary,
+    in-place steps.
 
-    neg_inv_eps (B,1,1) = -1/eps, cost (B,N,M), h (B,M) with a finite entry in every row.
+    cost (..., M), with h and neg_inv_eps = -1/eps broadcastable to it; h has a finite entry in every row.
+    Returns cost's shape without its last dimension.
     """
-    z = torch.addcmul(h[:, None, :], cost, neg_inv_eps)
-    m = z.amax(2, keepdim=True)
-    return z.sub_(m).clamp_(min=_LOG_TINY).exp_().sum(2).log_().add_(m[..., 0])
+    z = torch.addcmul(h, cost, neg_inv_eps)
+    m = z.amax(-1, keepdim=True)
+    return z.sub_(m).clamp_(min=_LOG_TINY).exp_().sum(-1).log_().add_(m[..., 0])
 
 
-def _bounds(
-    x: torch.Tensor, px: torch.Tensor, y: torch.Tensor, py: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-problem bounding box (lo, hi), each (B, D), of the present points (mask px, py) of both sets."""
-    inf = torch.tensor(float("inf"), dtype=x.dtype, device=x.device)
-    lo = torch.minimum(torch.where(px[..., None], x, inf).amin(1), torch.where(py[..., None], y, inf).amin(1))
-    hi = torch.maximum(
-        torch.where(px[..., None], x, -inf).amax(1), torch.where(py[..., None], y, -inf).amax(1)
-    )
-    return lo, hi
+def _bounds(z: torch.Tensor, present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-problem bounding box (lo, hi), each (B, D), of the present points of z (B, K, D), mask (B, K).
+
+    Absent points are replaced by the problem's first present point (a problem without any gets the box of
+    its first point), so that one ``aminmax`` gives the box.
+    """
+    first = present.to(torch.uint8).argmax(1)[:, None, None].expand(-1, 1, z.shape[2])
+    return torch.aminmax(torch.where(present[..., None], z, z.gather(1, first)), dim=1)
 
 
 def group_diameters(
@@ -92,7 +87,7 @@ def group_diameters(
     group ids. Returns (B,) diameters, each that of its problem's group (units of x).
     """
     with torch.no_grad():
-        lo, hi = _bounds(x.detach(), a > 0, y.detach(), b > 0)
+        lo, hi = _bounds(torch.cat([x, y], 1).detach(), torch.cat([a > 0, b > 0], 1))
         group = group.to(device=x.device, dtype=torch.long)
         idx = group[:, None].expand_as(lo)
         n_groups = int(group.max()) + 1 if group.numel() else 0
@@ -186,20 +181,25 @@ def sinkhorn_divergence(
     if B == 0 or N == 0 or M == 0:
         return (a.sum(1) * b.sum(1)) * 0
 
-    pa, pb = a > 0, b > 0
-    valid = pa.any(1) & pb.any(1)
-    eps_tab, mode_tab, all_active = _schedule(x, a, y, b, valid, diameter, blur, scaling, extra_iterations)
+    # Both sets padded to L points (zero points of weight 0, absent) and stacked: z = (x; y) (B, 2L, D),
+    # weights w (B, 2, L); the four problems are then blocks of one (B, 2, L, 2, L) cost (:func:`_sinkhorn_loop`).
+    L = max(N, M)
+    xp, yp = _pad_points(x, L), _pad_points(y, L)
+    z = torch.cat([xp, yp], 1).detach()
+    w = torch.stack([_pad_weights(a, L), _pad_weights(b, L)], 1)
+    present = w > 0
+    valid = present.any(2).all(1)
+    eps_tab, mode_tab, all_active = _schedule(
+        z, present.view(B, 2 * L), w, valid, diameter, blur, scaling, extra_iterations
+    )
     rho = None if reach is None else reach**_P
-    # Log-weights: -inf on absent points; empty problems get uniform weights so that they stay finite
-    # (their value is replaced by 0 below).
-    neg_inf = torch.tensor(float("-inf"), dtype=x.dtype, device=x.device)
-    a_log = torch.where(valid[:, None], torch.where(pa, a.detach().log(), neg_inf), 0.0)
-    b_log = torch.where(valid[:, None], torch.where(pb, b.detach().log(), neg_inf), 0.0)
-
-    costs = _costs(x.detach(), y.detach())
-    potentials = _sinkhorn_loop(costs, a_log, b_log, eps_tab, mode_tab, all_active, rho)
-    f_ba, g_ab, f_aa, g_bb = _extrapolate(x, y, a_log, b_log, costs, potentials, blur, rho)
-    value = _dual_value(a, b, f_ba, g_ab, f_aa, g_bb, blur**_P, rho)
+    # Log-weights: -inf (log 0) on absent points; empty problems get uniform weights so that they stay
+    # finite (their value is replaced by 0 below).
+    log_w = torch.where(valid[:, None, None], w.detach().log(), 0.0)
+    costs = _cost(z).view(B, 2, L, 2, L)  # block [:, r, :, c, :] = C(set r, set c), set 0 = x, 1 = y
+    potentials = _sinkhorn_loop(costs, log_w, eps_tab, mode_tab, all_active, rho)
+    last = _extrapolate(xp, yp, log_w, costs, potentials, blur, rho)
+    value = _dual_value(w, last, blur**_P, rho)
     return torch.where(valid, value, 0.0)
 
 
@@ -229,101 +229,94 @@ def _check_inputs(
 
 
 def _schedule(
-    x: torch.Tensor,
-    a: torch.Tensor,
-    y: torch.Tensor,
-    b: torch.Tensor,
+    z: torch.Tensor,
+    present: torch.Tensor,
+    w: torch.Tensor,
     valid: torch.Tensor,
     diameter: float | torch.Tensor | None,
     blur: float,
     scaling: float,
     extra_iterations: int,
 ) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
-    """The epsilon table (B, T) and step modes (B, T) on x's device, and (T,) whether every problem makes
+    """The epsilon table (B, T) and step modes (B, T) on z's device, and (T,) whether every problem makes
     an averaged update at each step; raises ValueError on negative weights.
 
-    The diameters and schedules are computed on the host, as geomloss does (``.item()``), with one host
-    transfer; problems with an empty side get the schedule of diameter ``blur``.
+    z (B, K, D) the detached points of both sets, ``present`` (B, K) their mask, w the weights (B, ...),
+    valid (B,) the problems with mass on both sides. The diameters and schedules are computed on the host,
+    as geomloss does (``.item()``), with one host transfer; problems with an empty side get the schedule of
+    diameter ``blur``.
     """
-    B = x.shape[0]
+    B = z.shape[0]
     if diameter is None:  # geomloss's ``max_diameter`` of the problem alone, present points only
-        lo, hi = _bounds(x.detach(), a > 0, y.detach(), b > 0)
+        lo, hi = _bounds(z, present)
         d = torch.linalg.vector_norm(hi - lo, dim=-1)
     elif isinstance(diameter, torch.Tensor):
-        d = diameter.detach().to(x.dtype).expand(B)
+        d = diameter.detach().to(z.dtype).expand(B)
     else:
-        d = torch.full((B,), float(diameter), dtype=x.dtype)
-    neg = (a < 0).any(1) | (b < 0).any(1)
+        d = torch.full((B,), float(diameter), dtype=z.dtype)
+    neg = w.detach().flatten(1).amin(1) < 0
     d_host, neg_host, valid_host = (
-        torch.stack([d.to(x.device), neg.to(x.dtype), valid.to(x.dtype)]).cpu().double().numpy()
+        torch.stack([d.to(z.device), neg.to(z.dtype), valid.to(z.dtype)]).cpu().double().numpy()
     )
     if neg_host.any():
         raise ValueError("weights a and b must be nonnegative")
     d_host = np.where(valid_host > 0, d_host, blur)
     eps_np, mode_np = _epsilon_tables(d_host, blur, scaling, extra_iterations)
-    eps_tab = torch.as_tensor(eps_np, dtype=x.dtype).to(x.device)
-    mode_tab = torch.as_tensor(mode_np).to(x.device)
+    eps_tab = torch.as_tensor(eps_np, dtype=z.dtype).to(z.device)
+    mode_tab = torch.as_tensor(mode_np).to(z.device)
     return eps_tab, mode_tab, (mode_np == 2).all(0)
-
-
-def _costs(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """The costs of the four problems stacked, (4B, L, L) with L = max(N, M): C(x, y), C(y, x), C(x, x),
-    C(y, y) of the detached sets x (B,N,D) and y (B,M,D), both padded with zero points to L."""
-    with torch.no_grad():
-        L = max(x.shape[1], y.shape[1])
-        xd, yd = _pad_points(x, L), _pad_points(y, L)
-        c_xy = _cost(xd, yd)
-        return torch.cat([c_xy, c_xy.transpose(1, 2), _cost(xd, xd), _cost(yd, yd)])
 
 
 def _sinkhorn_loop(
     cost: torch.Tensor,
-    a_log: torch.Tensor,
-    b_log: torch.Tensor,
+    log_w: torch.Tensor,
     eps_tab: torch.Tensor,
     mode_tab: torch.Tensor,
     all_active: np.ndarray,
     rho: float | None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Potentials (f_ba (B,N), g_ab (B,M), f_aa (B,N), g_bb (B,M)) after the epsilon schedule, no autograd;
-    ``cost`` (4B, L, L) from :func:`_costs`.
+    """Potentials ``P`` (B, 2, L, 2) after the epsilon schedule, no autograd; ``cost`` (B, 2, L, 2, L): block
+    ``[:, r, :, c, :]`` = C(set r, set c) with set 0 = x, 1 = y; ``log_w`` (B, 2, L) the log-weights of x and y padded with -inf.
 
     Each step updates the four problems (a,b), (b,a), (a,a), (b,b) from the same old potentials
     ("symmetric" updates, geomloss ``sinkhorn_loop``): ``f <- (f + lambda softmin_eps(C, log b + g/eps))/2``
     with the damping ``lambda = 1 / (1 + eps/rho)`` of unbalanced OT (1 when balanced).
 
-    The four problems are solved as one batch of 4B: both sets are padded to L = max(N, M) points (padding
-    has log-weight -inf, so it adds nothing to a log-sum-exp; its own potentials are finite and dropped), so
-    that a step is one log-sum-exp over a (4B, L, L) cost instead of four (a quarter of the small-tensor
-    operations that dominate this loop at the sizes of a training step).
+    The four problems are one log-sum-exp per step over the (B, 2, L, 2, L) costs of the stacked sets,
+    both padded to L = max(N, M) points (padding has log-weight -inf, so it adds nothing to a
+    log-sum-exp; its own potentials are finite and dropped): the small-tensor operations that dominate
+    this loop at the sizes of a training step are made once for the four. The potentials are kept as
+    ``P`` (B, 2, L, 2): ``P[:, r, i, c]`` is that of point i of set r against set c (f_aa = P[:, 0, :, 0],
+    f_ba = P[:, 0, :, 1], g_ab = P[:, 1, :, 0], g_bb = P[:, 1, :, 1]); the update of problem (r, c) sums
+    over set c with its log-weights and the potential of problem (c, r): ``h[:, r, c, j] = log w_c[j] +
+    P[:, c, j, r] / eps``.
     """
-    B, N = a_log.shape
-    M = b_log.shape[1]
-    L = cost.shape[-1]
-    # Per-step constants, (T, 4B, 1): 1/eps, -1/eps and -lambda eps, the same for the four problems.
-    eps_cols = eps_tab.T.repeat(1, 4)[:, :, None]
-    inv_eps = 1 / eps_cols
+    B, _, L = log_w.shape
+    # Per-step constants, (B, 1, 1, 1) each (broadcast over the four problems): 1/eps, -1/eps (one more
+    # dimension, for the costs), -lambda eps, and the modes where some problem is not at an averaged update.
+    eps_cols = eps_tab.T[:, :, None, None, None]
     lam_cols = torch.ones_like(eps_cols) if rho is None else 1 / (1 + eps_cols / rho)
-    out_scale = -lam_cols * eps_cols
-    neg_inv_eps = -inv_eps[..., None]
-    modes = mode_tab.T.repeat(1, 4)[:, :, None]
+    steps = zip(
+        (1 / eps_cols).unbind(0),
+        (-1 / eps_cols[..., None]).unbind(0),
+        (-lam_cols * eps_cols).unbind(0),
+        [None if on else m for on, m in zip(all_active, mode_tab.T[:, :, None, None, None], strict=True)],
+        strict=True,
+    )
     with torch.no_grad():
-        a_pad, b_pad = _pad_log_weights(a_log, L), _pad_log_weights(b_log, L)
-        # Rows of the stacked problems (costs from :func:`_costs`): f_ba, g_ab, f_aa, g_bb; each takes the
-        # log-weights of the set it sums over and that set's current potential (its partner's for (a,b)
-        # and (b,a), its own else).
-        log_w = torch.cat([b_pad, a_pad, a_pad, b_pad])
-        partner = torch.tensor([1, 0, 2, 3], device=cost.device)
-        pot = cost.new_zeros(4, B, L)
-        for t in range(eps_tab.shape[1]):
-            h = torch.addcmul(log_w, pot[partner].view(4 * B, L), inv_eps[t])
-            new = _lse_nograd(neg_inv_eps[t], cost, h).mul_(out_scale[t]).view(4, B, L)
-            if all_active[t]:  # averaged update f <- (f + ft) / 2
-                pot.add_(new).mul_(0.5)
+        log_w = log_w[:, None]
+        pot = cost.new_zeros(B, 2, L, 2)
+        h = cost.new_empty(B, 2, 2, L)
+        half = cost.new_tensor(0.5)  # a tensor factor: a Python float is wrapped into a new tensor per call
+        for inv_eps, neg_inv_eps, out_scale, mode in steps:
+            torch.addcmul(log_w, pot.permute(0, 3, 1, 2), inv_eps, out=h)  # (B, 2, 2, L), contiguous
+            lse = _lse_nograd(neg_inv_eps, cost, h[:, :, None])  # (B, 2, L, 2)
+            if mode is None:  # averaged update f <- (f + ft) / 2 of every problem
+                pot.addcmul_(lse, out_scale).mul_(half)
             else:  # mode 2: averaged update; 1: initialisation (update from 0, kept); 0: not started
-                mode = modes[t].view(4, B, 1)
+                new = lse.mul_(out_scale)
                 pot = torch.where(mode == 2, (pot + new) * 0.5, torch.where(mode == 1, new, pot))
-    return pot[0, :, :N], pot[1, :, :M], pot[2, :, :N], pot[3, :, :M]
+    return pot
 
 
 def _pad_points(x: torch.Tensor, n: int) -> torch.Tensor:
@@ -331,99 +324,89 @@ def _pad_points(x: torch.Tensor, n: int) -> torch.Tensor:
     return x if x.shape[1] == n else torch.nn.functional.pad(x, (0, 0, 0, n - x.shape[1]))
 
 
-def _pad_log_weights(w_log: torch.Tensor, n: int) -> torch.Tensor:
-    """(B, N) log-weights padded with -inf (absent points) to (B, n)."""
-    return (
-        w_log
-        if w_log.shape[1] == n
-        else torch.nn.functional.pad(w_log, (0, n - w_log.shape[1]), value=-math.inf)
-    )
+def _pad_weights(w: torch.Tensor, n: int) -> torch.Tensor:
+    """(B, N) weights padded with zeros (absent points) to (B, n)."""
+    return w if w.shape[1] == n else torch.nn.functional.pad(w, (0, n - w.shape[1]))
 
 
 def _extrapolate(
-    x: torch.Tensor,
-    y: torch.Tensor,
-    a_log: torch.Tensor,
-    b_log: torch.Tensor,
+    xp: torch.Tensor,
+    yp: torch.Tensor,
+    log_w: torch.Tensor,
     costs: torch.Tensor,
-    potentials: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
+    potentials: torch.Tensor,
     blur: float,
     rho: float | None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The last update at ``eps = blur^2`` with autograd on, from the detached ``potentials`` (geomloss
-    ``sinkhorn_loop`` after its loop; ``sinkhorn_tensorized`` detaches the right-hand points of each cost).
+) -> torch.Tensor:
+    """The last update at ``eps = blur^2`` with autograd on, from the detached ``potentials`` (B, 2, L, 2) of
+    :func:`_sinkhorn_loop` (geomloss ``sinkhorn_loop`` after its loop; ``sinkhorn_tensorized`` detaches the
+    right-hand points of each cost); the result in the same layout. xp, yp (B, L, D): the sets padded to L.
 
-    Every cost is the loop's (``costs`` from :func:`_costs`, the same values); where the left-hand points
-    need a gradient, :class:`_SoftminLeft` gives it in closed form.
+    The four problems are one :class:`_LastUpdate` over the loop's costs, which differentiates each left-hand
+    point in closed form.
     """
-    f_ba, g_ab, f_aa, g_bb = potentials
-    B = x.shape[0]
-    c_xy, c_yx, c_xx, c_yy = costs.view(4, B, *costs.shape[1:]).unbind(0)
-    eps_f = blur**_P
-    eps = torch.full((B,), eps_f, dtype=x.dtype, device=x.device)
-    lam = 1.0 if rho is None else 1 / (1 + eps_f / rho)
-
-    def softmin(
-        left: torch.Tensor, right: torch.Tensor, cached: torch.Tensor, h: torch.Tensor
-    ) -> torch.Tensor:
-        cost = cached[:, : left.shape[1], : right.shape[1]]
-        if left.requires_grad:
-            return lam * _SoftminLeft.apply(left, right.detach(), cost, eps_f, h)
-        return lam * _softmin(eps, cost, h)
-
-    return (
-        softmin(x, y, c_xy, b_log + g_ab / eps_f),
-        softmin(y, x, c_yx, a_log + f_ba / eps_f),
-        softmin(x, x, c_xx, a_log + f_aa / eps_f),
-        softmin(y, y, c_yy, b_log + g_bb / eps_f),
-    )
+    eps = blur**_P
+    lam = 1.0 if rho is None else 1 / (1 + eps / rho)
+    h = torch.add(log_w[:, None], potentials.permute(0, 3, 1, 2), alpha=1 / eps).contiguous()
+    return lam * _LastUpdate.apply(xp, yp, costs, h, eps)
 
 
-class _SoftminLeft(torch.autograd.Function):
-    r"""The soft C-transform ``f_i = -eps log sum_j exp(h_j - C(x_i, y_j) / eps)`` of :func:`_softmin`, with
-    its gradient with respect to the left-hand points in closed form.
+class _LastUpdate(torch.autograd.Function):
+    r"""The soft C-transforms ``f_i = -eps log sum_j exp(h_j - C(z_i, z_j) / eps)`` of the four problems of
+    :func:`_sinkhorn_loop` (geomloss ``softmin_tensorized``), z = (x; y), with the gradient with respect to
+    the left-hand points in closed form.
 
-    For ``C(x, y) = |x - y|^2 / 2``: ``df_i / dx_i = sum_j pi_ij (x_i - y_j) = x_i - (pi y)_i``, ``pi_ij =
+    For ``C(x, y) = |x - y|^2 / 2``: ``df_i / dz_i = sum_j pi_ij (z_i - z_j) = z_i - (pi z)_i``, ``pi_ij =
     softmax_j(h_j - C_ij / eps)`` (the derivative of a log-sum-exp is a softmax; Feydy, "Geometric data
     analysis, beyond convolutions", PhD thesis 2020, Sec. 3.3, where the same expectation gives geomloss's
-    gradients). One (B, N, M) softmax and one batched matrix product, where autograd through the cost
-    would recompute ``C`` and differentiate ``torch.cdist`` and six element-wise steps. ``h`` and ``y`` get
-    no gradient (both detached in :func:`_extrapolate`, as in geomloss).
+    gradients). The right-hand points and ``h`` get no gradient (geomloss detaches both). One softmax over the
+    costs and, per set that needs a gradient, one batched matrix product, where autograd would recompute
+    ``C`` and differentiate it.
 
-    forward(x (B,N,D), y (B,M,D), cost (B,N,M) = C(x, y), eps: float, h (B,M)) -> (B,N).
+    forward(x (B, L, D), y (B, L, D): the padded sets; cost (B, 2, L, 2, L) = C((x; y), (x; y)) of
+    :func:`_cost`; h (B, 2, 2, L): ``h[:, r, c]`` that of problem (r, c) over set c; eps: float)
+    -> (B, 2, L, 2), the potentials in the layout of :func:`_sinkhorn_loop`.
     """
 
     @staticmethod
-    def forward(ctx, x, y, cost, eps, h):  # noqa: D102 - see the class docstring
-        z = h[:, None, :] - cost / eps
-        m = z.amax(2, keepdim=True)
-        p = (z - m).clamp_(min=_LOG_TINY).exp_()
-        total = p.sum(2, keepdim=True)
+    def forward(ctx, x, y, cost, h, eps):  # noqa: D102 - see the class docstring
+        t = torch.add(h[:, :, None], cost, alpha=-1 / eps)
+        m = t.amax(-1, keepdim=True)
+        p = t.sub_(m).clamp_(min=_LOG_TINY).exp_()
+        total = p.sum(-1, keepdim=True)
         ctx.save_for_backward(x, y, p.div_(total))
-        return -eps * (total.log() + m)[..., 0]
+        return -eps * (total.log_() + m)[..., 0]
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_f):  # noqa: D102
         x, y, pi = ctx.saved_tensors
-        return grad_f[..., None] * (x - torch.bmm(pi, y)), None, None, None, None
+        B, L, _ = x.shape
+        z = torch.cat([x, y], 1)  # the right-hand points, rows (c, j) of pi's last two dimensions
+        grads = []
+        for r, left in enumerate((x, y)):
+            if not ctx.needs_input_grad[r]:
+                grads.append(None)
+                continue
+            # sum over the two problems of each left-hand point i: g_i (z_i - sum_j pi_ij z_j)
+            g = grad_f[:, r]  # (B, L, 2)
+            weighted = (g[..., None] * pi[:, r]).view(B, L, 2 * L)
+            grads.append(g.sum(-1, keepdim=True) * left - torch.bmm(weighted, z))
+        return grads[0], grads[1], None, None, None
 
 
-def _dual_value(
-    a: torch.Tensor,
-    b: torch.Tensor,
-    f_ba: torch.Tensor,
-    g_ab: torch.Tensor,
-    f_aa: torch.Tensor,
-    g_bb: torch.Tensor,
-    eps_f: float,
-    rho: float | None,
-) -> torch.Tensor:
-    """(B,) divergence from the potentials (``docs/ot.md``, "Dual form")."""
-    if rho is None:  # balanced: S = <a, f_ba - f_aa> + <b, g_ab - g_bb> (Feydy's thesis Eq. 3.209)
-        return (a * (f_ba - f_aa)).sum(1) + (b * (g_ab - g_bb)).sum(1)
-    # Unbalanced: Séjourné et al. Prop. 12, value (rho + eps/2) [...], gradient (rho + eps) [...].
-    t = (a * ((-f_aa / rho).exp() - (-f_ba / rho).exp())).sum(1) + (
-        b * ((-g_bb / rho).exp() - (-g_ab / rho).exp())
-    ).sum(1)
+def _dual_value(w: torch.Tensor, pot: torch.Tensor, eps_f: float, rho: float | None) -> torch.Tensor:
+    """(B,) divergence from the weights ``w`` (B, 2, L) of x and y (zero-padded) and the potentials ``pot``
+    (B, 2, L, 2) of :func:`_extrapolate` (``docs/ot.md``, "Dual form").
+
+    With ``s[r, c]`` = +1 for the symmetric problems (r = c), -1 for the two others:
+    balanced ``S = <a, f_ba - f_aa> + <b, g_ab - g_bb> = -sum w s P`` (Feydy's thesis Eq. 3.209);
+    unbalanced (Séjourné et al. Prop. 12) ``S = (rho + eps/2) t``, ``t = <a, e^{-f_aa/rho} - e^{-f_ba/rho}>
+    + <b, e^{-g_bb/rho} - e^{-g_ab/rho}> = sum w s e^{-P/rho}``, with the gradient of ``(rho + eps) t``.
+    """
+    sign = torch.tensor([[1.0, -1.0], [-1.0, 1.0]], dtype=pot.dtype, device=pot.device)[None, :, None, :]
+    ws = w[..., None] * sign
+    if rho is None:
+        return -(ws * pot).sum((1, 2, 3))
+    t = (ws * (pot / -rho).exp()).sum((1, 2, 3))
     return (rho + eps_f / 2) * t + (eps_f / 2) * (t - t.detach())

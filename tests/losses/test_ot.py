@@ -438,20 +438,32 @@ def test_cuda_float32_matches_cpu():
         torch.testing.assert_close(gg.cpu(), gc, rtol=1e-4, atol=1e-6)
 
 
-def test_closed_form_softmin_gradient_equals_the_numerical_one():
-    """The extrapolation's soft C-transform differentiates the cost in closed form (x - pi y); gradcheck
-    compares it with finite differences of the whole map x -> softmin(C(x, y)), float64, with absent points."""
-    from bopkd.losses.ot import _cost, _SoftminLeft
+def test_closed_form_last_update_gradient_equals_autograd_with_detached_right_points():
+    """The last update differentiates each left-hand point in closed form (z_i - pi z); autograd through
+    ``-eps logsumexp(h - C(z, z.detach()) / eps)`` (geomloss's convention: right-hand points detached) must give
+    the same values and gradients. float64, absent points (h = -inf), two temperatures."""
+    from bopkd.losses.ot import _cost, _LastUpdate
 
     g = torch.Generator().manual_seed(3)
-    x = torch.rand(3, 5, 4, dtype=torch.float64, generator=g).requires_grad_()
-    y = torch.rand(3, 6, 4, dtype=torch.float64, generator=g)
-    h = torch.randn(3, 6, dtype=torch.float64, generator=g)
-    h[1, 2:] = -math.inf
+    B, L, D = 3, 6, 4
+    x = torch.rand(B, 5, D, dtype=torch.float64, generator=g)
+    y = torch.rand(B, L, D, dtype=torch.float64, generator=g)
+    xp = torch.nn.functional.pad(x, (0, 0, 0, 1)).requires_grad_()
+    y.requires_grad_()
+    z = torch.cat([xp, y], 1)
+    h = torch.randn(B, 2, 2, L, dtype=torch.float64, generator=g)
+    h[1, :, 1, 2:] = -math.inf
+    h[:, :, 0, 5] = -math.inf  # x's padding point
+    w = torch.randn(B, 2, L, 2, dtype=torch.float64, generator=g)
     for eps in (0.05, 1e-3):
         hh = h * 1e-3 / eps  # potentials on the scale of C / eps, as in the loop
-
-        def f(x, eps=eps, hh=hh):
-            return _SoftminLeft.apply(x, y, _cost(x.detach(), y), eps, hh)
-
-        assert torch.autograd.gradcheck(f, (x,), eps=1e-7, atol=1e-6, rtol=1e-5)
+        cost = _cost(z.detach()).view(B, 2, L, 2, L)
+        fast = _LastUpdate.apply(xp, y, cost, hh, eps)
+        g_fast = torch.cat(torch.autograd.grad((fast * w).sum(), (xp, y)), 1)
+        right = z.detach().view(B, 1, 1, 2, L, D)
+        left = z.view(B, 2, L, 1, 1, D)
+        cost = (left - right).square().sum(-1) / 2  # (B, 2, L, 2, L): C(z_{r,i}, z_{c,j})
+        ref = -eps * torch.logsumexp(hh[:, :, None] - cost / eps, -1)
+        g_ref = torch.cat(torch.autograd.grad((ref * w).sum(), (xp, y)), 1)
+        torch.testing.assert_close(fast, ref, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(g_fast, g_ref, rtol=1e-10, atol=1e-10)

@@ -55,6 +55,7 @@ it off and are read so (:mod:`bopkd.losses.kd.stored`).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -138,11 +139,18 @@ def cell_sets(
     B, n, h, w = code.shape
     pts = code.flatten(2).transpose(1, 2)
     if position_weight is not None:
-        ys = (torch.arange(h, device=code.device, dtype=code.dtype) + 0.5) / h
-        xs = (torch.arange(w, device=code.device, dtype=code.dtype) + 0.5) / w
-        grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1).reshape(1, h * w, 2)
-        pts = torch.cat([pts, (position_weight * grid).expand(B, -1, -1)], 2)
+        grid = _cell_centres(h, w, float(position_weight), code.dtype, code.device)
+        pts = torch.cat([pts, grid.expand(B, -1, -1)], 2)
     return pts, mask.flatten(1) / (h * w)
+
+
+@functools.lru_cache(maxsize=16)
+def _cell_centres(h: int, w: int, weight: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(1, h*w, 2) centres ``((j + 0.5) / w, (i + 0.5) / h) * weight`` of a row-major grid of cells, built
+    once per grid (read-only: callers expand and concatenate it)."""
+    ys = (torch.arange(h, device=device, dtype=dtype) + 0.5) / h
+    xs = (torch.arange(w, device=device, dtype=dtype) + 0.5) / w
+    return weight * torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1).reshape(1, h * w, 2)
 
 
 def pack_present(x: torch.Tensor, a: torch.Tensor, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
