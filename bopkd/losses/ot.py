@@ -374,24 +374,25 @@ class _LastUpdate(torch.autograd.Function):
         m = t.amax(-1, keepdim=True)
         p = t.sub_(m).clamp_(min=_LOG_TINY).exp_()
         total = p.sum(-1, keepdim=True)
-        ctx.save_for_backward(x, y, p.div_(total))
+        # pi (B, L, 2, L) of the rows of each set that needs a gradient, None for the others
+        pis = [p[:, r].div_(total[:, r]) if ctx.needs_input_grad[r] else None for r in (0, 1)]
+        ctx.save_for_backward(x, y, *pis)
         return -eps * (total.log_() + m)[..., 0]
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_f):  # noqa: D102
-        x, y, pi = ctx.saved_tensors
-        B, L, _ = x.shape
-        z = torch.cat([x, y], 1)  # the right-hand points, rows (c, j) of pi's last two dimensions
+        x, y, *pis = ctx.saved_tensors
         grads = []
-        for r, left in enumerate((x, y)):
-            if not ctx.needs_input_grad[r]:
+        for left, pi, g in zip((x, y), pis, grad_f.unbind(1), strict=True):
+            if pi is None:
                 grads.append(None)
                 continue
-            # sum over the two problems of each left-hand point i: g_i (z_i - sum_j pi_ij z_j)
-            g = grad_f[:, r]  # (B, L, 2)
-            weighted = (g[..., None] * pi[:, r]).view(B, L, 2 * L)
-            grads.append(g.sum(-1, keepdim=True) * left - torch.bmm(weighted, z))
+            # sum over the two problems (c = x, y) of each left-hand point i: g_ic (z_i - sum_j pi_icj z_cj)
+            grad = g.sum(-1, keepdim=True) * left
+            for c, right in enumerate((x, y)):
+                grad -= g[..., c, None] * torch.bmm(pi[:, :, c], right)
+            grads.append(grad)
         return grads[0], grads[1], None, None, None
 
 
