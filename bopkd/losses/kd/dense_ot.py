@@ -37,8 +37,8 @@ correlated Gaussian logit noise of std 1 (drawn on a grid 8x coarser, upsampled)
   pools 2 / 4 / 8.
 
 (Cells without their position, the default when the pool factor was chosen. With the position, today's default,
-and the closed-form gradient of :mod:`bopkd.losses.ot`: 411, 16.6, 3.2 and 2.2 ms; values 0.78, 0.63, 0.66;
-cosines code 0.94 / 0.90 / 0.85, mask 0.89 / 0.76 / 0.68.)
+and today's solver of :mod:`bopkd.losses.ot` (block costs, closed-form gradient): 423, 13.1, 2.7 and 1.8 ms;
+values 0.78, 0.63, 0.66; cosines code 0.94 / 0.90 / 0.85, mask 0.89 / 0.76 / 0.68.)
 
 Default 4: its gradients stay close to the unpooled ones at about 1/100 of the unpooled time; pool 8 saves
 little more at these map sizes and agrees less. At ZebraPose's 128 x 128 maps pool 4 gives 32 x 32 = 1024 cells
