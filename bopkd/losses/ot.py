@@ -25,7 +25,7 @@ __all__ = ["group_diameters", "sinkhorn_divergence"]
 _P = 2  # exponent of the ground cost C = |x - y|^p / p; the paper (and this module) use p = 2
 
 
-def _cost(z: torch.Tensor) -> torch.Tensor:
+def _cost(z: torch.Tensor, differences: bool | None = None) -> torch.Tensor:
     """Half squared Euclidean distances between the points of each set, ``C[b, i, j] = |z[b, i] - z[b, j]|^2
     / 2``: (B, K, D) -> (B, K, K).
 
@@ -34,10 +34,10 @@ def _cost(z: torch.Tensor) -> torch.Tensor:
     formula is evaluated in float64 (absolute error about 1e-16 |z|^2, then rounded to z's dtype): one
     batched matrix product, 1.2-4x faster there than ``torch.cdist``'s difference kernel (8 x 128 and
     2 x 2048 points, D 18, one thread), which is used on other devices (exact differences, fused, no
-    (B, K, K, D) temporary; float64 is slow on most GPUs).
-    Computed without autograd (:class:`_LastUpdate` differentiates the cost).
+    (B, K, K, D) temporary; float64 is slow on most GPUs). ``differences`` chooses the kernel (None: by
+    device). Computed without autograd (:class:`_LastUpdate` differentiates the cost).
     """
-    if z.device.type != "cpu":
+    if differences if differences is not None else z.device.type != "cpu":
         return torch.cdist(z, z, compute_mode="donot_use_mm_for_euclid_dist").square() / 2
     zd = z.double()
     half_sq = zd.square().sum(-1).mul_(0.5)

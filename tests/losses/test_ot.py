@@ -467,3 +467,23 @@ def test_closed_form_last_update_gradient_equals_autograd_with_detached_right_po
         g_ref = torch.cat(torch.autograd.grad((ref * w).sum(), (xp, y)), 1)
         torch.testing.assert_close(fast, ref, rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(g_fast, g_ref, rtol=1e-10, atol=1e-10)
+
+
+def test_cost_kernels_agree_and_keep_small_distances():
+    """The CPU's float64 matrix-product cost and the difference kernel (used on other devices) give the same
+    half squared distances to float32 rounding, also for near-coincident points, where a float32 matrix
+    product would lose them (|z|^2 ~ 18, distances ~ 1e-3)."""
+    from bopkd.losses.ot import _cost
+
+    g = torch.Generator().manual_seed(5)
+    z = torch.rand(3, 40, 18, generator=g)
+    z[:, 20:] = z[:, :20] + 1e-3 * torch.randn(3, 20, 18, generator=g)
+    ref = (z.double()[:, :, None] - z.double()[:, None]).square().sum(-1) / 2
+    for differences in (False, True):
+        c = _cost(z, differences=differences)
+        assert c.dtype == torch.float32
+        torch.testing.assert_close(c.double(), ref, rtol=1e-6, atol=1e-9)
+        assert (c.diagonal(dim1=1, dim2=2) <= 1e-9).all()
+    near = torch.arange(20)
+    c = _cost(z)[:, near, near + 20].double()
+    torch.testing.assert_close(c, ref[:, near, near + 20], rtol=1e-5, atol=0)
