@@ -185,9 +185,9 @@ def sinkhorn_divergence(
     # Both sets padded to L points (zero points of weight 0, absent) and stacked: z = (x; y) (B, 2L, D),
     # weights w (B, 2, L); the four problems are then blocks of one (B, 2, L, 2, L) cost (:func:`_sinkhorn_loop`).
     L = max(N, M)
-    xp, yp = _pad_points(x, L), _pad_points(y, L)
+    xp, yp = _pad_rows(x, L), _pad_rows(y, L)
     z = torch.cat([xp, yp], 1).detach()
-    w = torch.stack([_pad_weights(a, L), _pad_weights(b, L)], 1)
+    w = torch.stack([_pad_rows(a, L), _pad_rows(b, L)], 1)
     present = w > 0
     valid = present.any(2).all(1)
     eps_tab, mode_tab, all_active = _schedule(
@@ -275,7 +275,7 @@ def _sinkhorn_loop(
     mode_tab: torch.Tensor,
     all_active: np.ndarray,
     rho: float | None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+) -> torch.Tensor:
     """Potentials ``P`` (B, 2, L, 2) after the epsilon schedule, no autograd. ``cost`` (B, 2, L, 2, L): block
     ``[:, r, :, c, :]`` = C(set r, set c) with set 0 = x, 1 = y; ``log_w`` (B, 2, L): the log-weights of x
     and y, -inf on padding.
@@ -321,14 +321,10 @@ def _sinkhorn_loop(
     return pot
 
 
-def _pad_points(x: torch.Tensor, n: int) -> torch.Tensor:
-    """(B, N, D) points padded with zeros to (B, n, D)."""
-    return x if x.shape[1] == n else torch.nn.functional.pad(x, (0, 0, 0, n - x.shape[1]))
-
-
-def _pad_weights(w: torch.Tensor, n: int) -> torch.Tensor:
-    """(B, N) weights padded with zeros (absent points) to (B, n)."""
-    return w if w.shape[1] == n else torch.nn.functional.pad(w, (0, n - w.shape[1]))
+def _pad_rows(t: torch.Tensor, n: int) -> torch.Tensor:
+    """Points (B, N, D) or weights (B, N) padded with zeros (absent points: weight 0) to n along dim 1."""
+    pad = n - t.shape[1]
+    return t if pad == 0 else torch.nn.functional.pad(t, (0, 0) * (t.ndim - 2) + (0, pad))
 
 
 def _extrapolate(

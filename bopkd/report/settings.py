@@ -168,10 +168,11 @@ def resolve_kd(kd: dict, legacy: bool, source: str, family: str = "sparse") -> t
 
     kd = fold_legacy_kd_weight({"kd": kd}, source)["kd"]
     method = str(kd.get("method") or "none")
-    options = copy.deepcopy(kd.get("options") or {})
+    options = kd.get("options") or {}
     if not isinstance(options, dict):
         raise BopkdError(f"{source}: kd.options must be a mapping; rewrite it or retrain the run")
-    options = with_former_defaults(method, options, family)  # a run recorded before a default changed
+    # a copy, where an option whose default changed since the run was recorded takes its former default
+    options = with_former_defaults(method, options, family)
     if legacy and method in OT_METHODS:
         target = options.setdefault("ot", {}) if method == "fkd+ot" else options
         if isinstance(target, dict):
